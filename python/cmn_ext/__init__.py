@@ -1,0 +1,16 @@
+"""cmn_ext: compressed neural networks that run fast.
+
+Importing the package loads the compiled operator library, which registers ``torch.ops.cmn.*``
+(pack_bits, binary_conv2d, int8_conv2d, pack_int4, apot_matmul, apot_conv2d), and registers their fake
+(meta) kernels so that they work under ``torch.compile``.
+"""
+
+import torch  # noqa: F401  (loads libc10 / libtorch_cpu before the extension)
+
+from . import _C  # noqa: F401  (registers torch.ops.cmn.*)
+from . import ops  # noqa: F401  (fake kernels, references, helpers)
+from .ops import OP_NAMES, build_info
+
+__version__ = _C.version
+
+__all__ = ["ops", "build_info", "OP_NAMES", "__version__"]

@@ -1,0 +1,82 @@
+"""Fake (meta) kernels: output shapes and dtypes without computing, for torch.compile and FakeTensor.
+
+This module path is named by ``m.set_python_module`` in csrc/registration.cpp: keep the registrations here.
+"""
+
+import torch
+
+_OUT_DTYPES = {"int": torch.int32, "int8": torch.int8, "uint8": torch.uint8, "bits": torch.int32}
+
+
+def _conv_out(size: int, pad: int, dil: int, k: int, stride: int) -> int:
+    return (size + 2 * pad - dil * (k - 1) - 1) // stride + 1
+
+
+def _epilogue_empty(like, n, k, spatial, output, out_dtype):
+    if output == "bits":
+        return like.new_empty((n, *spatial, (k + 31) // 32), dtype=torch.int32)
+    if output == "float":
+        dtype = out_dtype if out_dtype is not None else torch.float32
+    elif output in _OUT_DTYPES:
+        dtype = _OUT_DTYPES[output]
+    else:
+        raise ValueError(f'output: expected one of "int", "float", "int8", "uint8", "bits", got "{output}"')
+    return like.new_empty((n, k, *spatial), dtype=dtype)
+
+
+@torch.library.register_fake("cmn::pack_bits")
+def _pack_bits_fake(x, encoding="pm1"):
+    torch._check(x.dim() == 4, lambda: f"cmn::pack_bits: argument 'x' expected a 4-d tensor, got {x.dim()}-d")
+    a, c, h, w = x.shape
+    return x.new_empty((a, h, w, (c + 31) // 32), dtype=torch.int32)
+
+
+@torch.library.register_fake("cmn::pack_int4")
+def _pack_int4_fake(codes):
+    torch._check(codes.dim() >= 1, lambda: "cmn::pack_int4: argument 'codes' expected at least 1 dimension")
+    return codes.new_empty((*codes.shape[:-1], (codes.shape[-1] + 1) // 2), dtype=torch.uint8)
+
+
+@torch.library.register_fake("cmn::binary_conv2d")
+def _binary_conv2d_fake(x_bits, w_bits, in_channels, stride, padding, dilation, encoding="pm1", *, scale=None,
+                        bias=None, relu=False, output="int", out_dtype=None, out_scale=1.0, out_encoding=None):
+    n, h, w, _ = x_bits.shape
+    k, kh, kw, _ = w_bits.shape
+    ho = _conv_out(h, padding[0], dilation[0], kh, stride[0])
+    wo = _conv_out(w, padding[1], dilation[1], kw, stride[1])
+    return _epilogue_empty(x_bits, n, k, (ho, wo), output, out_dtype)
+
+
+@torch.library.register_fake("cmn::int8_conv2d")
+def _int8_conv2d_fake(x, w, stride, padding, dilation, keep=None, *, scale=None, bias=None, relu=False,
+                      output="int", out_dtype=None, out_scale=1.0, compact=False):
+    n, _, h, wd = x.shape
+    k_rows, _, kh, kw = w.shape
+    if keep is None:
+        k = k_rows
+    elif not compact:
+        k = keep.shape[0]
+    elif k_rows != keep.shape[0]:
+        k = k_rows  # weights already compacted to the kept filters
+    else:
+        k = torch.library.get_ctx().new_dynamic_size()  # number of True entries of keep
+    ho = _conv_out(h, padding[0], dilation[0], kh, stride[0])
+    wo = _conv_out(wd, padding[1], dilation[1], kw, stride[1])
+    return _epilogue_empty(x, n, k, (ho, wo), output, out_dtype)
+
+
+@torch.library.register_fake("cmn::apot_matmul")
+def _apot_matmul_fake(a_packed, a_levels, b_packed, b_levels, k, method="auto", *, scale=None, bias=None,
+                      relu=False, output="int", out_dtype=None, out_scale=1.0):
+    return _epilogue_empty(a_packed, a_packed.shape[0], b_packed.shape[0], (), output, out_dtype)
+
+
+@torch.library.register_fake("cmn::apot_conv2d")
+def _apot_conv2d_fake(x_packed, x_levels, w_packed, w_levels, in_channels, stride, padding, dilation,
+                      method="auto", *, scale=None, bias=None, relu=False, output="int", out_dtype=None,
+                      out_scale=1.0):
+    n, h, w, _ = x_packed.shape
+    k, kh, kw, _ = w_packed.shape
+    ho = _conv_out(h, padding[0], dilation[0], kh, stride[0])
+    wo = _conv_out(w, padding[1], dilation[1], kw, stride[1])
+    return _epilogue_empty(x_packed, n, k, (ho, wo), output, out_dtype)

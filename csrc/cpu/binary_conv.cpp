@@ -33,23 +33,29 @@ at::Tensor binary_conv2d_cpu(const at::Tensor& x_bits, const at::Tensor& w_bits,
   const uint32_t tail = (C % 32) ? ((1u << (C % 32)) - 1u) : ~0u;
   const bool pm1 = plan.enc == BitEncoding::PM1;
 
-  // Filters as rows of L32 words (tap-major, tail bits cleared) and their per-tap popcounts.
-  std::vector<uint32_t> wrows(g.K * L32, 0u);
+  // Filters as rows of L32 words (tap-major, tail bits cleared) in nibble planes, and per-tap popcounts.
+  std::vector<uint32_t> wrows(g.K * 2 * L32, 0u);
   std::vector<int32_t> wpc(g.K * T, 0);
   const uint32_t* wp = reinterpret_cast<const uint32_t*>(w.data_ptr<int32_t>());
-  for (int64_t k = 0; k < g.K; ++k)
-    for (int64_t t = 0; t < T; ++t)
-      for (int64_t c = 0; c < Cw; ++c) {
-        uint32_t v = wp[(k * T + t) * Cw + c];
-        if (c == Cw - 1) v &= tail;
-        wrows[k * L32 + t * Cw + c] = v;
-        wpc[k * T + t] += __builtin_popcount(v);
+  {
+    std::vector<uint32_t> row(L32, 0u);
+    for (int64_t k = 0; k < g.K; ++k) {
+      for (int64_t t = 0; t < T; ++t) {
+        for (int64_t c = 0; c < Cw; ++c) {
+          uint32_t v = wp[(k * T + t) * Cw + c];
+          row[t * Cw + c] = (c == Cw - 1) ? (v & tail) : v;
+        }
+        wpc[k * T + t] = static_cast<int32_t>(cpu::popcount_words(row.data() + t * Cw, Cw));
       }
+      cpu::to_nibble_planes(row.data(), L32, wrows.data() + k * 2 * L32);
+    }
+  }
 
   const uint32_t* xp = reinterpret_cast<const uint32_t*>(x.data_ptr<int32_t>());
   const int64_t blocks = ceil_div(P, kPixelBlock);
   at::parallel_for(0, g.N * blocks, 1, [&](int64_t begin, int64_t end) {
-    std::vector<uint32_t> patch(kPixelBlock * L32, 0u);
+    std::vector<uint32_t> row(L32, 0u);  // the tail [T*Cw, L32) stays zero
+    std::vector<uint32_t> patch(kPixelBlock * 2 * L32, 0u);
     std::vector<int32_t> acc(g.K * kPixelBlock);
     std::vector<int32_t> apc(kPixelBlock), nvalid(kPixelBlock);
     std::vector<uint8_t> invalid(kPixelBlock * T);
@@ -58,13 +64,12 @@ at::Tensor binary_conv2d_cpu(const at::Tensor& x_bits, const at::Tensor& w_bits,
       const int64_t np = std::min(kPixelBlock, P - p0);
       for (int64_t j = 0; j < np; ++j) {
         const int64_t oy = (p0 + j) / g.WO, ox = (p0 + j) % g.WO;
-        uint32_t* row = patch.data() + j * L32;
-        int32_t valid = 0, ones = 0;
+        int32_t valid = 0;
         for (int64_t ki = 0; ki < g.KH; ++ki)
           for (int64_t kj = 0; kj < g.KW; ++kj) {
             const int64_t t = ki * g.KW + kj;
             const int64_t iy = oy * g.SH - g.PH + ki * g.DH, ix = ox * g.SW - g.PW + kj * g.DW;
-            uint32_t* dst = row + t * Cw;
+            uint32_t* dst = row.data() + t * Cw;
             const bool inside = iy >= 0 && iy < g.H && ix >= 0 && ix < g.W;
             invalid[j * T + t] = !inside;
             if (!inside) {
@@ -73,14 +78,12 @@ at::Tensor binary_conv2d_cpu(const at::Tensor& x_bits, const at::Tensor& w_bits,
             }
             ++valid;
             const uint32_t* src = xp + ((n * g.H + iy) * g.W + ix) * Cw;
-            for (int64_t c = 0; c < Cw; ++c) {
-              const uint32_t v = (c == Cw - 1) ? (src[c] & tail) : src[c];
-              dst[c] = v;
-              ones += __builtin_popcount(v);
-            }
+            std::copy(src, src + Cw, dst);
+            dst[Cw - 1] &= tail;
           }
         nvalid[j] = valid;
-        apc[j] = ones;
+        if (!pm1) apc[j] = static_cast<int32_t>(cpu::popcount_words(row.data(), T * Cw));
+        cpu::to_nibble_planes(row.data(), L32, patch.data() + j * 2 * L32);
       }
       cpu::rowdot_bits(wrows.data(), g.K, patch.data(), np, L32, /*use_and=*/!pm1, acc.data(), np, 1);
       for (int64_t j = 0; j < np; ++j) {

@@ -2,6 +2,7 @@
 #include "ops.h"
 
 #include <ATen/core/LegacyTypeDispatch.h>
+#include <ATen/core/grad_mode.h>
 #include <ATen/core/dispatch/Dispatcher.h>
 #include <torch/library.h>
 
@@ -74,7 +75,7 @@ void reject_grad(const c10::OperatorHandle& op, c10::DispatchKeySet ks, torch::j
   const auto& schema = op.schema();
   const auto n = schema.arguments().size();
   auto args = torch::jit::last(*stack, n);
-  for (size_t i = 0; i < n; ++i) {
+  for (size_t i = 0; i < n && at::GradMode::is_enabled(); ++i) {
     const auto& v = args[i];
     if (v.isTensor() && v.toTensor().defined() && v.toTensor().requires_grad()) {
       TORCH_CHECK(false, schema.name(), ": argument '", schema.arguments()[i].name(),

@@ -1,0 +1,56 @@
+"""The build: every DESIGN 3.0 op exists with its positional signature; the CLI reports the build; CUDA entry
+points exist when compiled and refuse clearly until their kernels land."""
+
+import json
+import subprocess
+import sys
+
+import pytest
+import torch
+
+import cmn_ext
+from conftest import requires_cuda
+
+POSITIONAL = {
+    "pack_bits": ["x", "encoding"],
+    "binary_conv2d": ["x_bits", "w_bits", "in_channels", "stride", "padding", "dilation", "encoding"],
+    "int8_conv2d": ["x", "w", "stride", "padding", "dilation", "keep"],
+    "pack_int4": ["codes"],
+    "apot_matmul": ["a_packed", "a_levels", "b_packed", "b_levels", "k", "method"],
+    "apot_conv2d": ["x_packed", "x_levels", "w_packed", "w_levels", "in_channels", "stride", "padding", "dilation",
+                    "method"],
+}
+
+
+@pytest.mark.parametrize("name", sorted(POSITIONAL))
+def test_op_schema_positional_contract(name):
+    schema = getattr(torch.ops.cmn, name).default._schema
+    positional = [a.name for a in schema.arguments if not a.kwarg_only]
+    assert positional == POSITIONAL[name]
+    assert all(a.default_value is not None or a.type.kind() == "OptionalType" for a in schema.arguments if a.kwarg_only)
+
+
+def test_build_info_lists_every_op_on_cpu():
+    info = cmn_ext.build_info()
+    assert set(info["ops"]) == set(POSITIONAL)
+    assert all("CPU" in keys for keys in info["ops"].values())
+    assert info["built_with_torch"] == torch.__version__
+
+
+def test_cli_info_json():
+    out = subprocess.run([sys.executable, "-m", "cmn_ext.cli", "info", "--json"], capture_output=True, text=True,
+                         check=True)
+    info = json.loads(out.stdout)
+    assert info["version"] == cmn_ext.__version__ and "binary_conv2d" in info["ops"]
+
+
+def test_triton_kernels_ship_inside_the_package():
+    import cmn_ext.triton_kernels  # noqa: F401
+
+
+@requires_cuda
+@pytest.mark.skipif(not cmn_ext.build_info()["cuda_built"], reason="CUDA sources were not compiled in this build")
+def test_cuda_entry_points_refuse_clearly():
+    x = torch.randn(1, 3, 4, 4, device="cuda")
+    with pytest.raises(NotImplementedError, match=r"cmn::pack_bits: not implemented on CUDA yet"):
+        torch.ops.cmn.pack_bits(x)

@@ -1,18 +1,12 @@
 import pytest
 import torch
-from helpers import binary_inputs
+from helpers import CONV_EDGE_CASES, binary_inputs
 from hypothesis import given
 from hypothesis import strategies as st
 
 from cmn_ext.ops import reference as ref
 
-EDGE_CASES = [
-    # (n, c, k, h, w, kh, kw, stride, padding, dilation)
-    (2, 33, 5, 7, 6, 1, 1, (1, 1), (0, 0), (1, 1)),
-    (2, 31, 4, 9, 9, 5, 5, (1, 1), (2, 2), (1, 1)),
-    (1, 32, 3, 8, 8, 3, 3, (2, 2), (1, 1), (1, 1)),
-    (1, 100, 6, 9, 7, 3, 3, (1, 1), (2, 2), (2, 2)),
-    (2, 1, 2, 5, 5, 3, 3, (1, 2), (0, 1), (1, 1)),
+EDGE_CASES = CONV_EDGE_CASES + [
     (1, 64, 7, 6, 6, 3, 3, (1, 1), (1, 1), (1, 1)),
     (1, 3, 2, 3, 3, 3, 3, (1, 1), (0, 0), (1, 1)),  # kernel exactly fills the input
     (1, 16, 3, 2, 2, 3, 3, (1, 1), (1, 1), (1, 1)),  # every output pixel touches padding

@@ -1,17 +1,13 @@
 import pytest
 import torch
-from helpers import int8_inputs
+from helpers import CONV_EDGE_CASES, int8_inputs
 from hypothesis import given
 from hypothesis import strategies as st
 
 from cmn_ext.ops import reference as ref
 
-EDGE_CASES = [
-    (2, 33, 5, 7, 6, 1, 1, (1, 1), (0, 0), (1, 1)),
-    (2, 31, 4, 9, 9, 5, 5, (1, 1), (2, 2), (1, 1)),
-    (1, 32, 3, 8, 8, 3, 3, (2, 2), (1, 1), (1, 1)),
-    (1, 100, 6, 9, 7, 3, 3, (1, 1), (2, 2), (2, 2)),
-    (2, 1, 2, 5, 5, 3, 3, (1, 2), (0, 1), (1, 1)),
+EDGE_CASES = CONV_EDGE_CASES + [
+    (1, 64, 5, 6, 6, 3, 3, (1, 1), (1, 1), (1, 1)),
 ]
 
 

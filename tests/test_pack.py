@@ -14,7 +14,14 @@ def test_pack_bits_matches_reference(encoding, c, dtype):
     x = (torch.randn(3, c, 4, 5) if encoding == "pm1" else torch.rand(3, c, 4, 5)).to(dtype)
     out = torch.ops.cmn.pack_bits(x, encoding)
     assert out.dtype == torch.int32 and out.shape == (3, 4, 5, (c + 31) // 32)
-    assert torch.equal(out, ref.pack_bits(x.float(), encoding))
+    assert torch.equal(out, ref.pack_bits(x, encoding))
+
+
+def test_pack_bits_compares_in_the_input_dtype():
+    # -1e-50 and 0.5 - 1e-12 round to -0.0 and 0.5 in float32; the contract is about x itself.
+    x = torch.tensor([-1e-50, 0.5 - 1e-12, 0.5], dtype=torch.float64).view(1, 3, 1, 1)
+    assert torch.ops.cmn.pack_bits(x)[0, 0, 0, 0].item() == 0b001
+    assert torch.ops.cmn.pack_bits(x, "01")[0, 0, 0, 0].item() == 0b100
 
 
 def test_pack_bits_bit_order_and_zero():

@@ -27,9 +27,10 @@ at::Tensor pack_bits_cpu(const at::Tensor& x_in, std::string_view encoding) {
           const scalar_t* src = xp + ((a * C + c) * H + h) * W;
           const uint32_t bit = 1u << (c % 32);
           uint32_t* dst = row + c / 32;
+          // Compare in the input's own dtype: a float64 like -1e-50 must pack as -1, not round to -0.0.
+          const scalar_t zero(0), half(0.5);
           for (int64_t w = 0; w < W; ++w) {
-            const float v = static_cast<float>(src[w]);
-            const bool set = enc == BitEncoding::PM1 ? (v < 0.f) : (v >= 0.5f);
+            const bool set = enc == BitEncoding::PM1 ? (src[w] < zero) : (src[w] >= half);
             if (set) dst[w * Cw] |= bit;
           }
         }

@@ -22,8 +22,9 @@ def _cmd_info(args) -> int:
     if args.bench:
         from .bench import cpu as bench_cpu
 
-        print()
-        rows = bench_cpu.run(bench_cpu.QUICK_CASES, repeats=args.repeats)
+        env = bench_cpu.environment()
+        print(f"\nQuick CPU benchmark ({env['device']}, {env['threads']} threads): cmn kernel vs PyTorch, same shape")
+        rows = bench_cpu.run(bench_cpu.QUICK_CASES, repeats=args.repeats, progress=False)
         print(bench_cpu.markdown_table(rows))
     return 0
 

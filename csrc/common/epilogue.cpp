@@ -131,7 +131,7 @@ void write_bits(const Epilogue& e, int64_t n, int64_t p0, int64_t np, const int3
 
 void Epilogue::write_block(int64_t n, int64_t p0, int64_t np, const int32_t* acc, int64_t ld,
                            const int64_t* row_of_channel) const {
-  const float inv = out_scale;
+  const float step = out_scale;  // quantization step of the int8 / uint8 output
   switch (kind) {
     case OutKind::Int:
       write_values<int32_t>(*this, n, p0, np, acc, ld, row_of_channel, [](float) { return 0; });
@@ -146,13 +146,13 @@ void Epilogue::write_block(int64_t n, int64_t p0, int64_t np, const int32_t* acc
                                     [](float y) { return c10::BFloat16(y); });
       break;
     case OutKind::Int8:
-      write_values<int8_t>(*this, n, p0, np, acc, ld, row_of_channel, [inv](float y) {
-        return static_cast<int8_t>(std::clamp(std::nearbyint(y / inv), -128.f, 127.f));
+      write_values<int8_t>(*this, n, p0, np, acc, ld, row_of_channel, [step](float y) {
+        return static_cast<int8_t>(std::clamp(std::nearbyint(y / step), -128.f, 127.f));
       });
       break;
     case OutKind::Uint8:
-      write_values<uint8_t>(*this, n, p0, np, acc, ld, row_of_channel, [inv](float y) {
-        return static_cast<uint8_t>(std::clamp(std::nearbyint(y / inv), 0.f, 255.f));
+      write_values<uint8_t>(*this, n, p0, np, acc, ld, row_of_channel, [step](float y) {
+        return static_cast<uint8_t>(std::clamp(std::nearbyint(y / step), 0.f, 255.f));
       });
       break;
     case OutKind::Bits:

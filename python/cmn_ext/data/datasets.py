@@ -1,0 +1,202 @@
+"""Dataset construction; see the package docstring for the accepted specs."""
+
+import dataclasses
+import os
+import tarfile
+
+import torch
+import torch.nn.functional as F
+from torch.utils.data import DataLoader, Dataset, Subset
+
+# The statistics the pretrained CIFAR ResNets were trained with (see ../shared/README.md).
+MEAN = (0.485, 0.456, 0.406)
+STD = (0.229, 0.224, 0.225)
+
+
+@dataclasses.dataclass
+class DatasetBundle:
+    train: Dataset
+    val: Dataset | None
+    test: Dataset
+    num_classes: int
+    input_size: tuple  # (C, H, W)
+    name: str
+
+    def split(self, name: str) -> Dataset:
+        if name not in ("train", "val", "test"):
+            raise ValueError(f"split expected \"train\", \"val\" or \"test\", got {name!r}")
+        ds = getattr(self, name)
+        if ds is None:
+            raise ValueError(f"{self.name}: no {name!r} split (val_fraction was 0)")
+        return ds
+
+
+def data_home() -> str:
+    return os.environ.get("CMN_DATA", os.path.join(os.path.expanduser("~"), ".cache", "cmn_ext", "data"))
+
+
+class TensorImages(Dataset):
+    """Normalised image tensors [N, C, H, W] + labels, with optional pad-and-crop / flip augmentation."""
+
+    def __init__(self, images: torch.Tensor, labels: torch.Tensor, augment: bool, flip: bool, pad: int = 4):
+        self.images, self.labels = images, labels
+        self.augment, self.flip, self.pad = augment, flip, pad
+
+    def __len__(self):
+        return len(self.labels)
+
+    def __getitem__(self, i):
+        x = self.images[i]
+        if self.augment:
+            h, w = x.shape[-2:]
+            x = F.pad(x, (self.pad,) * 4)
+            dy, dx = torch.randint(0, 2 * self.pad + 1, (2,)).tolist()
+            x = x[:, dy:dy + h, dx:dx + w]
+            if self.flip and torch.rand(()) < 0.5:
+                x = x.flip(-1)
+        return x, int(self.labels[i])
+
+
+def _digits(augment: bool, seed: int, test_fraction: float = 0.2):
+    try:
+        from sklearn.datasets import load_digits
+    except ImportError as e:  # pragma: no cover - scikit-learn is a dependency
+        raise ImportError("the embedded 'digits' dataset needs scikit-learn (pip install scikit-learn)") from e
+    d = load_digits()
+    x = torch.tensor(d.images, dtype=torch.float32).unsqueeze(1) / 16.0  # [N, 1, 8, 8] in [0, 1]
+    x = F.interpolate(x, size=(32, 32), mode="bilinear", align_corners=False).clamp(0, 1).repeat(1, 3, 1, 1)
+    mean, std = torch.tensor(MEAN).view(1, 3, 1, 1), torch.tensor(STD).view(1, 3, 1, 1)
+    x = (x - mean) / std
+    y = torch.tensor(d.target, dtype=torch.int64)
+    perm = torch.randperm(len(y), generator=torch.Generator().manual_seed(seed))
+    n_test = int(round(len(y) * test_fraction))
+    test_idx, train_idx = perm[:n_test], perm[n_test:]
+    # Digits are not mirror-symmetric: translation only.
+    train = TensorImages(x[train_idx], y[train_idx], augment=augment, flip=False)
+    train_eval = TensorImages(x[train_idx], y[train_idx], augment=False, flip=False)
+    test = TensorImages(x[test_idx], y[test_idx], augment=False, flip=False)
+    return train, train_eval, test, 10, (3, 32, 32)
+
+
+def _vision():
+    try:
+        import torchvision
+        from torchvision import transforms
+    except ImportError as e:
+        raise ImportError("CIFAR and ImageFolder datasets need torchvision (pip install torchvision matching "
+                          "your torch, e.g. torchvision==0.29.1 for torch 2.14.1)") from e
+    return torchvision, transforms
+
+
+def _transforms(size: int, augment: bool):
+    _, T = _vision()
+    norm = [T.ToTensor(), T.Normalize(MEAN, STD)]
+    if size <= 64:  # CIFAR-style: pad-and-crop + flip
+        return T.Compose(([T.RandomCrop(size, padding=4), T.RandomHorizontalFlip()] if augment else []) + norm)
+    if augment:  # ImageNet-style
+        return T.Compose([T.RandomResizedCrop(size), T.RandomHorizontalFlip()] + norm)
+    return T.Compose([T.Resize(int(size * 256 / 224)), T.CenterCrop(size)] + norm)
+
+
+def _cifar(which: str, root: str | None, augment: bool, download: bool):
+    tv, _ = _vision()
+    cls = tv.datasets.CIFAR10 if which == "cifar10" else tv.datasets.CIFAR100
+    root = root or data_home()
+    try:
+        make = lambda train, aug: cls(root, train=train, transform=_transforms(32, aug), download=download)  # noqa: E731
+        train, train_eval, test = make(True, augment), make(True, False), make(False, False)
+    except RuntimeError as e:
+        raise RuntimeError(f"{which}: not found under {root!r} and could not be downloaded ({e}); pass "
+                           f"{which}:<root> pointing at an existing copy") from e
+    return train, train_eval, test, 10 if which == "cifar10" else 100, (3, 32, 32)
+
+
+def _extract_once(archive: str) -> str:
+    base = os.path.basename(archive).split(".tar")[0]
+    target = os.path.join(data_home(), base)
+    marker = os.path.join(target, ".complete")
+    if not os.path.exists(marker):
+        os.makedirs(target, exist_ok=True)
+        with tarfile.open(archive) as tar:
+            tar.extractall(target, filter="data")
+        open(marker, "w").close()
+    return target
+
+
+def _imagefolder(root: str, augment: bool, image_size: int | None):
+    tv, _ = _vision()
+    if root.endswith((".tar.gz", ".tgz", ".tar")):
+        if not os.path.isfile(root):
+            raise FileNotFoundError(f"imagefolder: archive not found: {root}")
+        root = _extract_once(root)
+    if not os.path.isdir(os.path.join(root, "train")):
+        raise FileNotFoundError(f"imagefolder: expected {root}/train/<class>/... (and test/ or val/)")
+    test_dir = next((os.path.join(root, d) for d in ("test", "val") if os.path.isdir(os.path.join(root, d))), None)
+    if test_dir is None:
+        raise FileNotFoundError(f"imagefolder: no test/ or val/ folder under {root}")
+    probe = tv.datasets.ImageFolder(test_dir)
+    if image_size is None:
+        from PIL import Image
+
+        with Image.open(probe.samples[0][0]) as im:
+            image_size = 32 if max(im.size) <= 64 else 224
+    train = tv.datasets.ImageFolder(os.path.join(root, "train"), transform=_transforms(image_size, augment))
+    train_eval = tv.datasets.ImageFolder(os.path.join(root, "train"), transform=_transforms(image_size, False))
+    test = tv.datasets.ImageFolder(test_dir, transform=_transforms(image_size, False))
+    if train.classes != test.classes:
+        raise ValueError(f"imagefolder: train and test class folders differ under {root}")
+    return train, train_eval, test, len(train.classes), (3, image_size, image_size)
+
+
+def _subset(ds, n: int | None, seed: int):
+    if n is None or n >= len(ds):
+        return ds
+    idx = torch.randperm(len(ds), generator=torch.Generator().manual_seed(seed))[:n]
+    return Subset(ds, idx.tolist())
+
+
+def build_datasets(spec: str = "digits", *, val_fraction: float = 0.1, seed: int = 0, augment: bool = True,
+                   download: bool = False, image_size: int | None = None, limit: dict | int | None = None
+                   ) -> DatasetBundle:
+    """Train / val / test datasets for ``spec``. The validation split is ``val_fraction`` of train, drawn with
+    ``seed``, and uses the evaluation transforms. ``limit`` caps the size of each split (an int for all, or
+    ``{"train": n, "val": n, "test": n}``) with a seeded random subset, for quick runs."""
+    if not 0 <= val_fraction < 1:
+        raise ValueError(f"build_datasets: 'val_fraction' expected in [0, 1), got {val_fraction}")
+    name, _, arg = spec.partition(":")
+    if name == "digits":
+        train, train_eval, test, classes, size = _digits(augment, seed)
+    elif name in ("cifar10", "cifar100"):
+        train, train_eval, test, classes, size = _cifar(name, arg or None, augment, download)
+    elif name == "imagefolder":
+        if not arg:
+            raise ValueError("build_datasets: 'imagefolder' needs a root, as imagefolder:<root>")
+        train, train_eval, test, classes, size = _imagefolder(arg, augment, image_size)
+    else:
+        raise ValueError(f"build_datasets: unknown dataset {spec!r}; expected digits, cifar10[:root], "
+                         "cifar100[:root] or imagefolder:<root>")
+    n = len(train)
+    perm = torch.randperm(n, generator=torch.Generator().manual_seed(seed)).tolist()
+    n_val = int(round(n * val_fraction))
+    val = Subset(train_eval, perm[:n_val]) if n_val else None
+    train = Subset(train, perm[n_val:]) if n_val else train
+    lim = limit if isinstance(limit, dict) else {"train": limit, "val": limit, "test": limit}
+    unknown = set(lim) - {"train", "val", "test"}
+    if unknown:
+        raise ValueError(f"build_datasets: 'limit' keys expected train/val/test, got {sorted(unknown)}")
+    train = _subset(train, lim.get("train"), seed + 1)
+    val = _subset(val, lim.get("val"), seed + 2) if val is not None else None
+    test = _subset(test, lim.get("test"), seed + 3)
+    return DatasetBundle(train, val, test, classes, size, spec)
+
+
+def make_loader(ds: Dataset, batch_size: int, *, train: bool, workers: int = 0, seed: int = 0,
+                distributed: bool = False) -> DataLoader:
+    """A DataLoader; shuffled with a seeded generator for training, sharded with a DistributedSampler when
+    ``distributed`` (call ``loader.sampler.set_epoch`` each epoch; the trainer does)."""
+    sampler = None
+    if distributed:
+        sampler = torch.utils.data.distributed.DistributedSampler(ds, shuffle=train, seed=seed, drop_last=False)
+    gen = torch.Generator().manual_seed(seed)
+    return DataLoader(ds, batch_size=batch_size, shuffle=train and sampler is None, sampler=sampler,
+                      num_workers=workers, generator=gen, drop_last=False, persistent_workers=workers > 0)

@@ -1,0 +1,7 @@
+"""Training: the loop (``Trainer``, ``evaluate``), schedules, atomic checkpoints and DDP helpers."""
+
+from .checkpoint import load, save_atomic
+from .loop import Trainer, evaluate
+from .schedules import PlateauDecay, make_optimizer, make_schedule
+
+__all__ = ["PlateauDecay", "Trainer", "evaluate", "load", "make_optimizer", "make_schedule", "save_atomic"]

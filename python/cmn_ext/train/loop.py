@@ -1,0 +1,220 @@
+"""The training loop: SGD/Adam, schedules, AMP on GPU, tqdm progress on stderr, a run directory with the
+resolved config, metrics (JSON lines + CSV) and atomic best/last checkpoints, resume, and DDP under torchrun.
+
+Run directory layout:
+    config.yaml     the resolved configuration
+    metrics.jsonl   one JSON object per epoch (also metrics.csv)
+    last.pt         model, optimizer, schedule, pruner, epoch, RNG state (written every epoch)
+    best.pt         the same at the best validation top-1 so far
+"""
+
+import contextlib
+import csv
+import json
+import math
+import os
+import sys
+import time
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.utils.data import Subset
+from tqdm import tqdm
+
+from . import distributed as ddp
+from .checkpoint import load, save_atomic
+from .schedules import make_optimizer, make_schedule
+
+
+def _unwrap(model):
+    return model.module if isinstance(model, nn.parallel.DistributedDataParallel) else model
+
+
+def _autocast(device: torch.device, amp: bool):
+    if amp and device.type == "cuda":
+        return torch.autocast("cuda", dtype=torch.bfloat16)
+    return contextlib.nullcontext()
+
+
+@torch.no_grad()
+def evaluate(model: nn.Module, dataset, *, batch_size: int = 256, device=None, amp: bool = False,
+             progress: bool = False, desc: str = "eval", workers: int = 0) -> dict:
+    """Top-1 / top-5 accuracy (fractions), mean cross-entropy and the sample count of ``model`` on
+    ``dataset``. Under torchrun every rank evaluates a disjoint shard and the counts are summed."""
+    device = torch.device(device) if device is not None else next(model.parameters()).device
+    rank, size = ddp.world() if (torch.distributed.is_available() and torch.distributed.is_initialized()) else (0, 1)
+    shard = Subset(dataset, range(rank, len(dataset), size)) if size > 1 else dataset
+    loader = torch.utils.data.DataLoader(shard, batch_size=batch_size, shuffle=False, num_workers=workers)
+    was_training = model.training
+    model.eval()
+    correct1 = correct5 = loss = n = 0.0
+    for x, y in tqdm(loader, desc=desc, disable=not progress or rank != 0, file=sys.stderr, leave=False):
+        x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
+        with _autocast(device, amp):
+            logits = model(x)
+        logits = logits.float()
+        loss += float(F.cross_entropy(logits, y, reduction="sum"))
+        top = logits.topk(min(5, logits.shape[1]), dim=1).indices
+        correct1 += float((top[:, 0] == y).sum())
+        correct5 += float((top == y[:, None]).any(1).sum())
+        n += len(y)
+    model.train(was_training)
+    correct1, correct5, loss, n = ddp.all_sum([correct1, correct5, loss, n], device)
+    n = int(n)
+    return {"top1": correct1 / max(1, n), "top5": correct5 / max(1, n), "loss": loss / max(1, n), "n": n}
+
+
+class Trainer:
+    """Trains ``model`` on ``data.train``, validating on ``data.val`` (or ``data.test`` when there is no
+    validation split) after every epoch. ``pruner`` (a ``cmn_ext.prune.Pruner``) gets its schedule hooks.
+
+    cfg keys: epochs, batch_size, optimizer (sgd|adam), lr, momentum, weight_decay, nesterov, schedule
+    (multistep|plateau|cosine|none) with milestones/gamma or factor/patience, amp, workers, seed, grad_clip.
+    """
+
+    def __init__(self, model: nn.Module, data, cfg: dict, run_dir: str | None = None, *, pruner=None,
+                 device=None, progress: bool = True, resume: bool = False):
+        self.cfg = dict(cfg)
+        self.epochs = int(self.cfg.get("epochs", 1))
+        self.device = torch.device(device) if device is not None else ddp.default_device()
+        self.distributed = ddp.setup(self.device)
+        self.rank, self.world = ddp.world()
+        self.is_main = self.rank == 0
+        self.run_dir = run_dir
+        self.progress = progress and self.is_main
+        self.data, self.pruner = data, pruner
+        torch.manual_seed(int(self.cfg.get("seed", 0)))
+        self.model = model.to(self.device)
+        self.net = (nn.parallel.DistributedDataParallel(self.model) if self.distributed else self.model)
+        self.optimizer = make_optimizer(self.model.parameters(), self.cfg)
+        self.schedule, self.schedule_on_metric = make_schedule(self.optimizer, self.cfg, self.epochs)
+        self.start_epoch, self.best, self.history = 0, -math.inf, []
+        self.eval_set = data.val if data.val is not None else data.test
+        self.eval_split = "val" if data.val is not None else "test"
+        if resume:
+            self._resume()
+
+    # --- checkpoints ---------------------------------------------------------------------------------------
+    def _state(self, epoch: int) -> dict:
+        return {
+            "model": self.model.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "schedule": self.schedule.state_dict() if self.schedule is not None else {},
+            "pruner": self.pruner.state_dict() if self.pruner is not None else {},
+            "epoch": epoch,
+            "best": self.best,
+            "history": self.history,
+            "rng": torch.get_rng_state(),
+            "config": json.loads(json.dumps(self.cfg, default=str)),
+        }
+
+    def _resume(self) -> None:
+        path = os.path.join(self.run_dir or "", "last.pt")
+        if not os.path.isfile(path):
+            if self.is_main:
+                print(f"[train] no checkpoint at {path}: starting from epoch 0", file=sys.stderr)
+            return
+        state = load(path, map_location=self.device)
+        self.model.load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        if self.schedule is not None and state["schedule"]:
+            self.schedule.load_state_dict(state["schedule"])
+        if self.pruner is not None:
+            self.pruner.load_state_dict(state["pruner"])
+        torch.set_rng_state(state["rng"].cpu())
+        self.start_epoch, self.best = int(state["epoch"]) + 1, float(state["best"])
+        self.history = list(state.get("history", []))
+        if self.is_main:
+            print(f"[train] resumed from {path} at epoch {self.start_epoch}", file=sys.stderr)
+
+    def _log(self, row: dict) -> None:
+        self.history.append(row)
+        if not (self.is_main and self.run_dir):
+            return
+        with open(os.path.join(self.run_dir, "metrics.jsonl"), "a") as f:
+            f.write(json.dumps(row) + "\n")
+        path = os.path.join(self.run_dir, "metrics.csv")
+        new = not os.path.exists(path)
+        with open(path, "a", newline="") as f:
+            w = csv.DictWriter(f, fieldnames=list(row))
+            if new:
+                w.writeheader()
+            w.writerow(row)
+
+    # --- loop ------------------------------------------------------------------------------------------------
+    def _loader(self, epoch: int):
+        from ..data import make_loader
+
+        loader = make_loader(self.data.train, int(self.cfg.get("batch_size", 128)), train=True,
+                             workers=int(self.cfg.get("workers", 0)), seed=int(self.cfg.get("seed", 0)) + epoch,
+                             distributed=self.distributed)
+        if self.distributed:
+            loader.sampler.set_epoch(epoch)
+        return loader
+
+    def train_epoch(self, epoch: int) -> dict:
+        self.net.train()
+        amp = bool(self.cfg.get("amp", True))
+        clip = self.cfg.get("grad_clip")
+        loss_sum = correct = n = 0.0
+        loader = self._loader(epoch)
+        bar = tqdm(loader, desc=f"epoch {epoch + 1}/{self.epochs}", disable=not self.progress, file=sys.stderr,
+                   leave=False)
+        for x, y in bar:
+            x, y = x.to(self.device, non_blocking=True), y.to(self.device, non_blocking=True)
+            with _autocast(self.device, amp):
+                logits = self.net(x)
+            loss = F.cross_entropy(logits.float(), y)
+            if not torch.isfinite(loss):
+                raise FloatingPointError(f"train: loss became {float(loss)} at epoch {epoch + 1}; lower 'lr'")
+            self.optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            if clip:
+                nn.utils.clip_grad_norm_(self.model.parameters(), float(clip))
+            self.optimizer.step()
+            if self.pruner is not None:
+                self.pruner.after_step()
+            loss_sum += float(loss) * len(y)
+            correct += float((logits.argmax(1) == y).sum())
+            n += len(y)
+            bar.set_postfix(loss=f"{loss_sum / n:.3f}", acc=f"{correct / n:.3f}")
+        loss_sum, correct, n = ddp.all_sum([loss_sum, correct, n], self.device)
+        return {"train_loss": loss_sum / max(1, n), "train_top1": correct / max(1, n)}
+
+    def fit(self) -> dict:
+        if self.is_main and self.run_dir:
+            os.makedirs(self.run_dir, exist_ok=True)
+        for epoch in range(self.start_epoch, self.epochs):
+            t0 = time.time()
+            if self.pruner is not None:
+                self.pruner.on_epoch_start(epoch)
+            row = {"epoch": epoch + 1, "lr": self.optimizer.param_groups[0]["lr"]}
+            row.update(self.train_epoch(epoch))
+            if self.pruner is not None:
+                self.pruner.on_epoch_end(epoch)
+            ev = evaluate(self.model, self.eval_set, batch_size=int(self.cfg.get("eval_batch_size", 256)),
+                          device=self.device, amp=bool(self.cfg.get("amp", True)), progress=self.progress)
+            row.update({f"{self.eval_split}_{k}": v for k, v in ev.items() if k != "n"})
+            if self.pruner is not None:
+                from ..prune import pruned_fraction
+
+                row["pruned"] = pruned_fraction(self.model)
+            row["seconds"] = round(time.time() - t0, 2)
+            if self.schedule is not None:
+                self.schedule.step(ev["top1"]) if self.schedule_on_metric else self.schedule.step()
+            improved = ev["top1"] > self.best
+            self.best = max(self.best, ev["top1"])
+            self._log(row)
+            if self.is_main:
+                print(f"[train] epoch {epoch + 1}/{self.epochs}  loss {row['train_loss']:.4f}  "
+                      f"{self.eval_split} top1 {ev['top1']:.4f}  lr {row['lr']:.3g}  {row['seconds']}s",
+                      file=sys.stderr)
+                if self.run_dir:
+                    state = self._state(epoch)
+                    save_atomic(state, os.path.join(self.run_dir, "last.pt"))
+                    if improved:
+                        save_atomic(state, os.path.join(self.run_dir, "best.pt"))
+        if self.pruner is not None:
+            self.pruner.finalize()
+        return {"best_top1": self.best, "epochs": self.epochs, "history": self.history}

@@ -1,4 +1,13 @@
-"""The ``cmn`` command line."""
+"""The ``cmn`` command line.
+
+    cmn info [--json] [--bench]
+    cmn train    [CONFIG.yaml] [key=value ...] [--resume] [--run-dir DIR] [--json]
+    cmn compress [CONFIG.yaml] [key=value ...] [--resume] [--run-dir DIR] [--json]
+    cmn eval     [CONFIG.yaml] [key=value ...] --weights FILE [--model NAME] [--data SPEC] [--split test] [--json]
+    cmn convert  [CONFIG.yaml] [key=value ...] --checkpoint FILE --out FILE [--batches N] [--json]
+
+Progress and logs go to stderr; stdout holds only the result (JSON with --json), so it stays parseable.
+"""
 
 import argparse
 import json
@@ -29,16 +38,125 @@ def _cmd_info(args) -> int:
     return 0
 
 
+def _config(args, extra: list[str] | None = None) -> dict:
+    from .config import load_config
+
+    path = None
+    rest = list(args.args)
+    if rest and rest[0].endswith((".yaml", ".yml")):
+        path = rest.pop(0)
+    bad = [a for a in rest if "=" not in a]
+    if bad:
+        raise SystemExit(f"cmn: expected key=value overrides after the config, got {bad}")
+    return load_config(path, rest + (extra or []))
+
+
+def _emit(args, result: dict, text: str | None = None) -> None:
+    if args.json:
+        print(json.dumps(result, indent=2, default=str))
+    elif text is not None:
+        print(text)
+    else:
+        print(json.dumps(result, indent=2, default=str))
+
+
+def _cmd_train(args, compress: bool = False) -> int:
+    from . import runner
+
+    extra = [f"run_dir={args.run_dir}"] if args.run_dir else []
+    cfg = _config(args, extra)
+    if compress and not runner.needs_qat_layers(cfg):
+        raise SystemExit("cmn compress: the config has neither 'quant' nor 'prune'; use cmn train for plain training")
+    summary = runner.train(cfg, resume=args.resume, progress=not args.no_progress)
+    if "table" not in summary:  # a non-zero torchrun rank
+        return 0
+    test = summary["test"]
+    text = (f"run directory: {summary['run_dir']}\n"
+            f"test top-1 {test['top1']:.4f}  top-5 {test['top5']:.4f}  (n = {test['n']})\n\n{summary['table']}")
+    if "convert" in summary:
+        c = summary["convert"]
+        text += (f"\n\ndeploy model: {c['path']}  kernels {c['kernels']}  argmax agreement "
+                 f"{c['check']['argmax_agree']:.4f}  max |logit diff| {c['check']['max_abs_diff']:.3g}")
+    _emit(args, summary, text)
+    return 0
+
+
+def _cmd_eval(args) -> int:
+    from . import runner
+
+    extra = []
+    if args.model:
+        extra.append(f"model.name={args.model}")
+    if args.data:
+        extra.append(f"data.spec={args.data}")
+    cfg = _config(args, extra)
+    res = runner.evaluate_weights(cfg, args.weights, split=args.split, progress=not args.no_progress)
+    text = (f"{res['split']} top-1 {res['top1']:.4f}  top-5 {res['top5']:.4f}  (n = {res['n']})  "
+            f"MACs {res['macs'] / 1e6:.2f} M  params {res['params'] / 1e6:.3f} M")
+    _emit(args, res, text)
+    return 0
+
+
+def _cmd_convert(args) -> int:
+    from . import runner
+
+    extra = [f"data.spec={args.data}"] if args.data else []
+    cfg = _config(args, extra)
+    res = runner.convert_checkpoint(cfg, args.checkpoint, args.out, batches=args.batches)
+    lines = [f"{r['layer']:<28} {r['kernel'] or 'float':<7} {r['note']}" for r in res["layers"]]
+    c = res["check"]
+    lines.append(f"\nsaved {res['path']}: argmax agreement {c['argmax_agree']:.4f}, max |logit diff| "
+                 f"{c['max_abs_diff']:.3g} ({c['max_rel_diff']:.3g} relative), n = {c['n']}")
+    _emit(args, res, "\n".join(lines))
+    return 0
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="cmn", description="cmn_ext: compressed networks on real low-bit kernels")
     sub = parser.add_subparsers(dest="command", required=True)
+
     p = sub.add_parser("info", help="print how the extension was built and which op backends exist")
     p.add_argument("--json", action="store_true", help="machine-readable output")
     p.add_argument("--bench", action="store_true", help="also run a quick CPU benchmark against PyTorch")
     p.add_argument("--repeats", type=int, default=5, help="timed repetitions per case (median is reported)")
     p.set_defaults(func=_cmd_info)
+
+    def common(p):
+        p.add_argument("args", nargs="*", metavar="CONFIG|key=value",
+                       help="an optional YAML config (configs/*.yaml) followed by key=value overrides")
+        p.add_argument("--json", action="store_true", help="print the result as JSON on stdout")
+        p.add_argument("--no-progress", action="store_true", help="no progress bars on stderr")
+
+    for name, helptext, compress in (("train", "train a model from a config", False),
+                                     ("compress", "quantize and/or prune a (pretrained) model and fine-tune it", True)):
+        p = sub.add_parser(name, help=helptext)
+        common(p)
+        p.add_argument("--resume", action="store_true", help="continue from <run_dir>/last.pt")
+        p.add_argument("--run-dir", help="run directory (default runs/<name or model-time>)")
+        p.set_defaults(func=lambda a, c=compress: _cmd_train(a, c))
+
+    p = sub.add_parser("eval", help="evaluate a weights file: state dict, trainer checkpoint or deploy model")
+    common(p)
+    p.add_argument("--weights", required=True, help="weights file")
+    p.add_argument("--model", help="model name for a bare state dict (e.g. resnet20)")
+    p.add_argument("--data", help="dataset spec: digits, cifar10[:root], cifar100[:root], imagefolder:<root>")
+    p.add_argument("--split", default="test", choices=["train", "val", "test"])
+    p.set_defaults(func=_cmd_eval)
+
+    p = sub.add_parser("convert", help="convert a QAT checkpoint into a deploy model on torch.ops.cmn kernels")
+    common(p)
+    p.add_argument("--checkpoint", required=True, help="trainer checkpoint: <run_dir>/final.pt, best.pt or last.pt")
+    p.add_argument("--out", required=True, help="deploy file to write")
+    p.add_argument("--data", help="dataset for the equality check (default: the checkpoint's)")
+    p.add_argument("--batches", type=int, default=4, help="test batches compared between QAT and deploy models")
+    p.set_defaults(func=_cmd_convert)
+
     args = parser.parse_args(argv)
-    return args.func(args)
+    try:
+        return args.func(args)
+    except (ValueError, FileNotFoundError, ImportError) as e:
+        print(f"cmn {args.command}: error: {e}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

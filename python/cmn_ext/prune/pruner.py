@@ -13,6 +13,8 @@ Filter pruning (``fpgm``) in hard modes also zeroes the pruned channels' batch-n
 pruned channel outputs exactly zero: removing it physically (``remove_pruned_filters``) then changes nothing.
 """
 
+import warnings
+
 import torch
 from torch import nn
 
@@ -139,9 +141,11 @@ class Pruner:
         self.enforce()
 
     def finalize(self) -> None:
-        """Bring the masks to the final ratio (a run cut short before the last stage) and make them hard."""
-        if self.current < self.ratio:
-            self.prune_to(self.ratio, fresh=self.schedule == "soft")
+        """End of training: masks become hard (the pruned weights are exactly zero). A schedule that did not
+        reach its final ratio (fewer epochs than stages) is reported, not silently completed untrained."""
+        if self.current < self.ratio - 1e-12:
+            warnings.warn(f"Pruner: training ended at pruning ratio {self.current:.3g}, short of the target "
+                          f"{self.ratio:.3g} (epochs={self.epochs}, stages={self.stages})", stacklevel=2)
         for _, m in self.modules():
             m.mask_mode = "hard"
 

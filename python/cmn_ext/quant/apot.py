@@ -49,6 +49,9 @@ def apot_level_table(bits: int, signed: bool) -> tuple[torch.Tensor, int]:
     """
     mags, den = apot_magnitudes(bits - 1 if signed else bits)
     table = list(mags) + ([-v for v in mags] if signed else [])
+    if len(table) > 16:
+        raise ValueError(f"apot_level_table: {bits}-bit {'signed' if signed else 'unsigned'} APoT has {len(table)} "
+                         "codes; the kernels take 4-bit codes (16 levels)")
     table += [0] * (16 - len(table))
     return torch.tensor(table, dtype=torch.int32), den
 

@@ -26,19 +26,17 @@ def kl_clip(x: torch.Tensor, bits: int, signed: bool, bins: int = 2048, candidat
         p[-1] += hist[i:].sum()
         # Q: the in-range histogram (outliers NOT folded in, so clipping costs) quantised to `levels` chunks,
         # each chunk's mass spread evenly over its nonzero bins.
-        edges = torch.linspace(0, i, levels + 1).round().long()
-        q = torch.zeros_like(p)
-        for lo, hi in zip(edges[:-1].tolist(), edges[1:].tolist()):
-            chunk = ref[lo:hi]
-            nz = chunk > 0
-            if nz.any():
-                q[lo:hi][nz] = chunk.sum() / nz.sum()
+        chunk = torch.div(torch.arange(i) * levels, i, rounding_mode="floor")
+        nonzero = (ref > 0).double()
+        mass = torch.zeros(levels, dtype=torch.float64).index_add_(0, chunk, ref)
+        count = torch.zeros(levels, dtype=torch.float64).index_add_(0, chunk, nonzero)
+        q = nonzero * mass[chunk] / count[chunk].clamp_min(1)
         mask = p > 0
         ps, qs = p[mask] / p.sum(), q[mask] / q.sum()
         kl = float((ps * (ps / qs.clamp_min(1e-12)).log()).sum())
         if kl < best:
             best, best_i = kl, i
-    return (best_i + 0.5) * top / bins
+    return min(top, (best_i + 0.5) * top / bins)
 
 
 class LinearQuantizer(Quantizer):

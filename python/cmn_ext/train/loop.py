@@ -71,11 +71,13 @@ class Trainer:
 
     cfg keys: epochs, batch_size, optimizer (sgd|adam), lr, momentum, weight_decay, nesterov, schedule
     (multistep|plateau|cosine|none) with milestones/gamma or factor/patience, amp, workers, seed, grad_clip.
+    ``record`` (default: cfg) is stored under "config" in the checkpoints.
     """
 
     def __init__(self, model: nn.Module, data, cfg: dict, run_dir: str | None = None, *, pruner=None,
-                 device=None, progress: bool = True, resume: bool = False):
+                 device=None, progress: bool = True, resume: bool = False, record: dict | None = None):
         self.cfg = dict(cfg)
+        self.record = record  # saved in every checkpoint (the full experiment config, to rebuild the model)
         self.epochs = int(self.cfg.get("epochs", 1))
         self.device = torch.device(device) if device is not None else ddp.default_device()
         self.distributed = ddp.setup(self.device)
@@ -106,7 +108,7 @@ class Trainer:
             "best": self.best,
             "history": self.history,
             "rng": torch.get_rng_state(),
-            "config": json.loads(json.dumps(self.cfg, default=str)),
+            "config": json.loads(json.dumps(self.record if self.record is not None else self.cfg, default=str)),
         }
 
     def _resume(self) -> None:
@@ -175,7 +177,7 @@ class Trainer:
             self.optimizer.step()
             if self.pruner is not None:
                 self.pruner.after_step()
-            loss_sum += float(loss) * len(y)
+            loss_sum += loss.item() * len(y)
             correct += float((logits.argmax(1) == y).sum())
             n += len(y)
             bar.set_postfix(loss=f"{loss_sum / n:.3f}", acc=f"{correct / n:.3f}")

@@ -1,0 +1,175 @@
+"""What the ``cmn`` commands do, as functions: build data and models from a config, train / compress,
+evaluate any weights file, convert a QAT checkpoint to a deploy model."""
+
+import json
+import os
+import sys
+import time
+
+import torch
+
+from . import config as config_mod
+from .data import build_datasets
+from .metrics import compression_table, model_cost
+from .models import build_model, load_pretrained, read_state_dict
+from .nn import compare, convert, load_deploy, quantize_model, save_deploy
+from .nn.convert import FORMAT as DEPLOY_FORMAT
+from .nn.convert import _fit_shapes
+from .prune import Pruner, remove_pruned_filters
+from .train import Trainer, evaluate, save_atomic
+from .train import distributed as ddp
+
+
+def log(msg: str) -> None:
+    print(msg, file=sys.stderr, flush=True)
+
+
+def build_data(cfg: dict, augment: bool = True):
+    d = cfg["data"]
+    return build_datasets(d["spec"], val_fraction=float(d.get("val_fraction", 0.1)), seed=int(d.get("seed", 0)),
+                          augment=augment, download=bool(d.get("download", False)), image_size=d.get("image_size"),
+                          limit=d.get("limit"))
+
+
+def recipe_of(cfg: dict, num_classes: int) -> dict:
+    m = cfg["model"]
+    return {"model": m["name"], "num_classes": int(num_classes), "model_kwargs": dict(m.get("kwargs") or {}),
+            "quant": cfg.get("quant")}
+
+
+def build_float(cfg: dict, num_classes: int):
+    m = cfg["model"]
+    model = build_model(m["name"], int(m.get("num_classes") or num_classes), **(m.get("kwargs") or {}))
+    if cfg.get("weights"):
+        load_pretrained(model, cfg["weights"])
+        log(f"[model] {m['name']}: loaded {cfg['weights']}")
+    return model
+
+
+def needs_qat_layers(cfg: dict) -> bool:
+    return cfg.get("quant") is not None or cfg.get("prune") is not None
+
+
+def _pruner(cfg: dict, model):
+    p = dict(cfg["prune"])
+    p.setdefault("epochs", int(cfg["train"].get("epochs", 1)))
+    return Pruner(model, **p)
+
+
+def run_dir_of(cfg: dict) -> str:
+    if cfg.get("run_dir"):
+        return cfg["run_dir"]
+    name = cfg.get("name") or f"{cfg['model']['name']}-{time.strftime('%Y%m%d-%H%M%S')}"
+    return os.path.join("runs", name)
+
+
+def train(cfg: dict, *, resume: bool = False, progress: bool = True) -> dict:
+    """Train (or compress: quantize / prune + fine-tune) as the config says; returns the summary that is
+    also written to <run_dir>/summary.json. Writes final.pt (QAT state + config) and, with convert: true,
+    deploy.pt."""
+    data = build_data(cfg)
+    num_classes = int(cfg["model"].get("num_classes") or data.num_classes)
+    cfg = config_mod.merge(cfg, {"model": {"num_classes": num_classes}})
+    model = build_float(cfg, num_classes)
+    fp_cost = model_cost(model, data.input_size)
+    if needs_qat_layers(cfg):
+        quantize_model(model, cfg.get("quant"))
+    pruner = _pruner(cfg, model) if cfg.get("prune") else None
+    run_dir = run_dir_of(cfg)
+    cfg = config_mod.merge(cfg, {"run_dir": run_dir})
+    rank, _ = ddp.world()
+    if rank == 0:
+        os.makedirs(run_dir, exist_ok=True)
+        with open(os.path.join(run_dir, "config.yaml"), "w") as f:
+            f.write(config_mod.dump(cfg))
+    trainer = Trainer(model, data, cfg["train"], run_dir, pruner=pruner, progress=progress, resume=resume,
+                      record=cfg)
+    result = trainer.fit()
+    model = trainer.model
+    summary = {"run_dir": run_dir, "best_val_top1": result["best_top1"], "epochs": result["epochs"]}
+    if cfg.get("remove_pruned"):
+        summary["removed"] = {k: list(v) for k, v in remove_pruned_filters(model).items()}
+    test = evaluate(model, data.test, device=trainer.device, progress=progress, desc="test")
+    summary["test"] = test
+    if rank != 0:
+        ddp.cleanup()
+        return summary
+    cost = model_cost(model, data.input_size)
+    summary["cost"] = cost.summary()
+    summary["fp_cost"] = fp_cost.summary()
+    summary["table"] = compression_table({"full precision": fp_cost, "this run": cost})
+    save_atomic({"model": model.state_dict(), "config": json.loads(json.dumps(cfg, default=str))},
+                os.path.join(run_dir, "final.pt"))
+    if cfg.get("convert"):
+        summary["convert"] = convert_model(model.cpu(), data, recipe_of(cfg, num_classes),
+                                           os.path.join(run_dir, "deploy.pt"))
+    with open(os.path.join(run_dir, "summary.json"), "w") as f:
+        json.dump(summary, f, indent=2)
+    with open(os.path.join(run_dir, "table.md"), "w") as f:
+        f.write(summary["table"] + "\n")
+    ddp.cleanup()
+    return summary
+
+
+def convert_model(model, data, recipe: dict, out: str, batches: int = 4, batch_size: int = 64) -> dict:
+    """Convert a QAT model, compare it with the deploy model on ``batches`` test batches, save it."""
+    deploy, report = convert(model)
+    loader = torch.utils.data.DataLoader(data.test, batch_size=batch_size, shuffle=False)
+    sample = [b for b, _ in zip(loader, range(batches))]
+    check = compare(model, deploy, sample)
+    save_deploy(deploy, out, recipe)
+    kernels = {}
+    for r in report:
+        kernels[r["kernel"] or "float"] = kernels.get(r["kernel"] or "float", 0) + 1
+    log(f"[convert] {out}: layers by kernel {kernels}; argmax agreement {check['argmax_agree']:.4f}, "
+        f"max |logit diff| {check['max_abs_diff']:.3g} ({check['max_rel_diff']:.3g} relative) on {check['n']} images")
+    return {"path": out, "layers": report, "kernels": kernels, "check": check}
+
+
+def load_any(path: str, cfg: dict, num_classes: int):
+    """A model from any weights file: a deploy file, a trainer checkpoint / final.pt (rebuilt from the config
+    stored in it), or a bare full-precision state dict (built from cfg.model). Returns (model, kind)."""
+    obj = torch.load(path, map_location="cpu", weights_only=True)
+    if isinstance(obj, dict) and obj.get("format") == DEPLOY_FORMAT:
+        return load_deploy(path), "deploy"
+    if isinstance(obj, dict) and isinstance(obj.get("model"), dict) and isinstance(obj.get("config"), dict):
+        saved = config_mod.merge(config_mod.DEFAULTS, obj["config"])
+        m = saved["model"]
+        model = build_model(m["name"], int(m.get("num_classes") or num_classes), **(m.get("kwargs") or {}))
+        if needs_qat_layers(saved):
+            quantize_model(model, saved.get("quant"))
+        _fit_shapes(model, obj["model"])
+        model.load_state_dict(obj["model"])
+        return model, "checkpoint"
+    m = cfg["model"]
+    model = build_model(m["name"], int(m.get("num_classes") or num_classes), **(m.get("kwargs") or {}))
+    model.load_state_dict(read_state_dict(path))
+    return model, "state_dict"
+
+
+def evaluate_weights(cfg: dict, weights: str, split: str = "test", progress: bool = True) -> dict:
+    data = build_data(cfg, augment=False)
+    model, kind = load_any(weights, cfg, data.num_classes)
+    device = ddp.default_device() if kind != "deploy" else torch.device("cpu")
+    model = model.to(device).eval()
+    log(f"[eval] {weights} ({kind}) on {cfg['data']['spec']} / {split}")
+    res = evaluate(model, data.split(split), device=device, progress=progress, desc=split)
+    cost = model_cost(model, data.input_size)
+    out = {"top1": res["top1"], "top5": res["top5"], "n": res["n"], "loss": res["loss"], "macs": cost.macs,
+           "params": cost.params, "eff_macs": cost.eff_macs, "nonzero_params": cost.nonzero_params,
+           "bops": cost.bops, "size_bits": cost.size_bits, "split": split, "data": cfg["data"]["spec"],
+           "model": cfg["model"]["name"] if kind == "state_dict" else None, "weights": weights, "kind": kind}
+    return out
+
+
+def convert_checkpoint(cfg: dict, checkpoint: str, out: str, batches: int = 4) -> dict:
+    obj = torch.load(checkpoint, map_location="cpu", weights_only=True)
+    if not (isinstance(obj, dict) and isinstance(obj.get("config"), dict)):
+        raise ValueError(f"{checkpoint}: expected a trainer checkpoint (best.pt / last.pt / final.pt) holding "
+                         "its config")
+    saved = config_mod.merge(config_mod.DEFAULTS, obj["config"])
+    if cfg["data"].get("spec") and cfg["data"] != config_mod.DEFAULTS["data"]:
+        saved["data"] = cfg["data"]
+    data = build_data(saved, augment=False)
+    model, _ = load_any(checkpoint, saved, data.num_classes)
+    return convert_model(model.eval(), data, recipe_of(saved, data.num_classes), out, batches=batches)

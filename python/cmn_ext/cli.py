@@ -5,6 +5,7 @@
     cmn compress [CONFIG.yaml] [key=value ...] [--resume] [--run-dir DIR] [--json]
     cmn eval     [CONFIG.yaml] [key=value ...] --weights FILE [--model NAME] [--data SPEC] [--split test] [--json]
     cmn convert  [CONFIG.yaml] [key=value ...] --checkpoint FILE --out FILE [--batches N] [--json]
+    cmn cascade  [CONFIG.yaml] [key=value ...] [--restart] [--json]   (default config: the digits demo)
 
 Progress and logs go to stderr; stdout holds only the result (JSON with --json), so it stays parseable.
 """
@@ -111,6 +112,40 @@ def _cmd_convert(args) -> int:
     return 0
 
 
+def _cmd_cascade(args) -> int:
+    import os
+    import shutil
+
+    from . import runner
+    from .cascade import pipeline
+
+    rest = list(args.args)
+    if not (rest and rest[0].endswith((".yaml", ".yml"))):
+        args.args = [pipeline.DEFAULT_CONFIG] + rest
+    cfg = _config(args)
+    run_dir = runner.run_dir_of(cfg)
+    if args.restart and os.path.isdir(run_dir):
+        shutil.rmtree(run_dir)
+    elif os.path.isdir(run_dir):
+        runner.log(f"[cmn] continuing in {run_dir} (finished steps are reused; --restart starts over)")
+    report = pipeline.run(config_with_run_dir(cfg, run_dir), progress=not args.no_progress)
+    if args.json:
+        keep = {k: v for k, v in report.items() if k not in ("table", "cascades")}
+        keep["cascades"] = [{k: v for k, v in c.items() if k not in ("search", "initial", "stages")}
+                            for c in report["cascades"]]
+        print(json.dumps(keep, indent=2, default=str))
+    else:
+        print(report["table"])
+        if report["plots"]:
+            print("\nplots: " + ", ".join(report["plots"]))
+        print(f"report: {os.path.join(run_dir, 'report.json')}")
+    return 0
+
+
+def config_with_run_dir(cfg: dict, run_dir: str) -> dict:
+    return {**cfg, "run_dir": run_dir}
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="cmn", description="cmn_ext: compressed networks on real low-bit kernels")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -150,6 +185,11 @@ def main(argv=None) -> int:
     p.add_argument("--data", help="dataset for the equality check (default: the checkpoint's)")
     p.add_argument("--batches", type=int, default=4, help="test batches compared between QAT and deploy models")
     p.set_defaults(func=_cmd_convert)
+
+    p = sub.add_parser("cascade", help="the CMN recipe: FP -> 1-bit and 8-bit nets -> Algorithm 1 -> deploy cascade")
+    common(p)
+    p.add_argument("--restart", action="store_true", help="delete the run directory first instead of continuing")
+    p.set_defaults(func=_cmd_cascade)
 
     args = parser.parse_args(argv)
     try:

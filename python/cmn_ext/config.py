@@ -33,6 +33,7 @@ DEFAULTS = {
               "weight_decay": 5e-4, "schedule": "multistep", "amp": True, "workers": 0, "seed": 0},
     "remove_pruned": False,
     "convert": False,
+    "cascade": None,
     "run_dir": None,
     "name": None,
 }

@@ -21,6 +21,7 @@ class DatasetBundle:
     num_classes: int
     input_size: tuple  # (C, H, W)
     name: str
+    train_plain: Dataset | None = None  # the train split with evaluation transforms (thresholds, statistics)
 
     def split(self, name: str) -> Dataset:
         if name not in ("train", "val", "test"):
@@ -57,14 +58,14 @@ class TensorImages(Dataset):
         return x, int(self.labels[i])
 
 
-def _digits(augment: bool, seed: int, test_fraction: float = 0.2):
+def _digits(augment: bool, seed: int, size: int = 32, test_fraction: float = 0.2):
     try:
         from sklearn.datasets import load_digits
     except ImportError as e:  # pragma: no cover - scikit-learn is a dependency
         raise ImportError("the embedded 'digits' dataset needs scikit-learn (pip install scikit-learn)") from e
     d = load_digits()
     x = torch.tensor(d.images, dtype=torch.float32).unsqueeze(1) / 16.0  # [N, 1, 8, 8] in [0, 1]
-    x = F.interpolate(x, size=(32, 32), mode="bilinear", align_corners=False).clamp(0, 1).repeat(1, 3, 1, 1)
+    x = F.interpolate(x, size=(size, size), mode="bilinear", align_corners=False).clamp(0, 1).repeat(1, 3, 1, 1)
     mean, std = torch.tensor(MEAN).view(1, 3, 1, 1), torch.tensor(STD).view(1, 3, 1, 1)
     x = (x - mean) / std
     y = torch.tensor(d.target, dtype=torch.int64)
@@ -72,10 +73,11 @@ def _digits(augment: bool, seed: int, test_fraction: float = 0.2):
     n_test = int(round(len(y) * test_fraction))
     test_idx, train_idx = perm[:n_test], perm[n_test:]
     # Digits are not mirror-symmetric: translation only.
-    train = TensorImages(x[train_idx], y[train_idx], augment=augment, flip=False)
+    pad = max(1, size // 8)
+    train = TensorImages(x[train_idx], y[train_idx], augment=augment, flip=False, pad=pad)
     train_eval = TensorImages(x[train_idx], y[train_idx], augment=False, flip=False)
     test = TensorImages(x[test_idx], y[test_idx], augment=False, flip=False)
-    return train, train_eval, test, 10, (3, 32, 32)
+    return train, train_eval, test, 10, (3, size, size)
 
 
 def _vision():
@@ -165,7 +167,7 @@ def build_datasets(spec: str = "digits", *, val_fraction: float = 0.1, seed: int
         raise ValueError(f"build_datasets: 'val_fraction' expected in [0, 1), got {val_fraction}")
     name, _, arg = spec.partition(":")
     if name == "digits":
-        train, train_eval, test, classes, size = _digits(augment, seed)
+        train, train_eval, test, classes, size = _digits(augment, seed, image_size or 32)
     elif name in ("cifar10", "cifar100"):
         train, train_eval, test, classes, size = _cifar(name, arg or None, augment, download)
     elif name == "imagefolder":
@@ -179,15 +181,17 @@ def build_datasets(spec: str = "digits", *, val_fraction: float = 0.1, seed: int
     perm = torch.randperm(n, generator=torch.Generator().manual_seed(seed)).tolist()
     n_val = int(round(n * val_fraction))
     val = Subset(train_eval, perm[:n_val]) if n_val else None
+    plain = Subset(train_eval, perm[n_val:]) if n_val else train_eval
     train = Subset(train, perm[n_val:]) if n_val else train
     lim = limit if isinstance(limit, dict) else {"train": limit, "val": limit, "test": limit}
     unknown = set(lim) - {"train", "val", "test"}
     if unknown:
         raise ValueError(f"build_datasets: 'limit' keys expected train/val/test, got {sorted(unknown)}")
     train = _subset(train, lim.get("train"), seed + 1)
+    plain = _subset(plain, lim.get("train"), seed + 1)  # the same samples as train
     val = _subset(val, lim.get("val"), seed + 2) if val is not None else None
     test = _subset(test, lim.get("test"), seed + 3)
-    return DatasetBundle(train, val, test, classes, size, spec)
+    return DatasetBundle(train, val, test, classes, size, spec, plain)
 
 
 def make_loader(ds: Dataset, batch_size: int, *, train: bool, workers: int = 0, seed: int = 0,

@@ -13,6 +13,7 @@ from .resnet import ResNet, resnet18, resnet50
 from .vgg import VGG
 
 MODELS = {
+    "resnet8": lambda **kw: CifarResNet(8, **kw),  # one block per stage: quick demos and tests
     "resnet20": lambda **kw: CifarResNet(20, **kw),
     "resnet32": lambda **kw: CifarResNet(32, **kw),
     "resnet44": lambda **kw: CifarResNet(44, **kw),

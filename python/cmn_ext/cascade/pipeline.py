@@ -1,0 +1,175 @@
+"""The CMN recipe end to end (``cmn cascade``): full-precision net -> 1-bit and 8-bit nets initialised from it
+(first and last layers full precision) -> Algorithm 1 (recall / pruning search, for each pruning method)
+-> deploy cascade on the kernels -> report table, JSON and plots.
+
+Every step writes into its own folder of the run directory and is skipped when its result exists, so an
+interrupted run continues where it stopped (the search resumes point by point).
+"""
+
+import copy
+import json
+import os
+import sys
+import time
+
+import torch
+
+from .. import config as config_mod
+from .. import runner
+from ..metrics import model_cost
+from ..nn import convert, save_deploy
+from ..train import evaluate
+from .cascade import Cascade, evaluate_cascade
+from .cost import avg_bits, bit_macs, paper_G, real_bops, real_G
+from .search import Algorithm1
+
+DEFAULT_CONFIG = os.path.join(os.path.dirname(__file__), "default.yaml")
+DEFAULT_SEARCH = {"recall": [5, 95, 5], "prune": [5, 90, 5], "span": 2, "tolerance": 0.0,
+                  "methods": ["magnitude"], "finetune": {"epochs": 1}}
+
+
+def _log(msg):
+    print(msg, file=sys.stderr, flush=True)
+
+
+def _stage(cfg: dict, name: str, overrides: dict, run_dir: str, progress: bool):
+    """Train one stage (or reuse its final.pt) and return the model loaded from final.pt."""
+    final = os.path.join(run_dir, name, "final.pt")
+    stage_cfg = config_mod.merge({k: v for k, v in cfg.items() if k != "cascade"},
+                                 {"run_dir": os.path.join(run_dir, name), "prune": None, "convert": False,
+                                  "remove_pruned": False, **overrides})
+    if overrides.get("quant") is None:
+        stage_cfg["quant"] = None
+    if not os.path.exists(final):
+        _log(f"[cmn] training the {name} net -> {os.path.dirname(final)}")
+        runner.train(stage_cfg, resume=True, progress=progress)
+    else:
+        _log(f"[cmn] {name} net: reusing {final}")
+    model, _ = runner.load_any(final, stage_cfg, 0)
+    return model.eval(), final
+
+
+@torch.no_grad()
+def images_per_second(model, dataset, batch_size=256, device="cpu", repeats=2) -> float:
+    loader = torch.utils.data.DataLoader(dataset, batch_size=batch_size, shuffle=False)
+    batches = [x.to(device) for x, _ in loader]
+    model.eval()
+    model(batches[0])  # warm-up
+    best = float("inf")
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        for x in batches:
+            model(x)
+        if str(device).startswith("cuda"):
+            torch.cuda.synchronize()
+        best = min(best, time.perf_counter() - t0)
+    return sum(len(x) for x in batches) / best
+
+
+def run(cfg: dict, progress: bool = True) -> dict:
+    cc = config_mod.merge({"fp": {}, "lo": {}, "hi": {}, "search": DEFAULT_SEARCH, "deploy": True,
+                           "batch_size": 256}, cfg.get("cascade") or {})
+    run_dir = runner.run_dir_of(cfg)
+    os.makedirs(run_dir, exist_ok=True)
+    with open(os.path.join(run_dir, "config.yaml"), "w") as f:
+        f.write(config_mod.dump(cfg))
+    from ..train import distributed as ddp
+
+    device = ddp.default_device()  # QAT models and the search; deploy layers run where their kernels exist (CPU)
+    data = runner.build_data(cfg, augment=False)
+    if data.val is None:
+        raise ValueError("cmn cascade: needs a validation split (data.val_fraction > 0) for the search")
+
+    # 1. the full-precision net, then the 1-bit and 8-bit nets initialised from it (Table 2)
+    if cfg.get("weights"):
+        fp = runner.build_float(cfg, data.num_classes).eval()
+        fp_path = cfg["weights"]
+    else:
+        fp, fp_path = _stage(cfg, "fp", {"train": config_mod.merge(cfg["train"], cc["fp"].get("train") or {})},
+                             run_dir, progress)
+    lo, _ = _stage(cfg, "lo", {"weights": fp_path, "quant": cc["lo"].get("quant"),
+                               "train": config_mod.merge(cfg["train"], cc["lo"].get("train") or {})}, run_dir, progress)
+    hi, _ = _stage(cfg, "hi", {"weights": fp_path, "quant": cc["hi"].get("quant"),
+                               "train": config_mod.merge(cfg["train"], cc["hi"].get("train") or {})}, run_dir, progress)
+
+    fp, lo, hi = fp.to(device), lo.to(device), hi.to(device)
+    size = data.input_size
+    fp_cost, lo_cost, hi_cost = model_cost(fp, size), model_cost(lo, size), model_cost(hi, size)
+    eta = evaluate(fp, data.val, device=device)["top1"]
+    test = {name: evaluate(m, data.test, device=device)["top1"] for name, m in (("fp", fp), ("lo", lo), ("hi", hi))}
+    _log(f"[cmn] test accuracy: full precision {test['fp']:.4f}, 1-bit {test['lo']:.4f}, 8-bit {test['hi']:.4f}")
+
+    # 2. Algorithm 1, once per pruning method (magnitude = the paper; fpgm = structured, real int8 speed)
+    sc = cc["search"]
+    results = {}
+    for method in sc.get("methods", ["magnitude"]):
+        search = Algorithm1(lo, copy.deepcopy(hi), data, eta, os.path.join(run_dir, f"search_{method}"),
+                            recall=sc["recall"], prune=sc["prune"], span=sc["span"], tolerance=sc["tolerance"],
+                            method=method, finetune=config_mod.merge(cfg["train"], sc.get("finetune") or {}),
+                            device=device, progress=progress, fp_cost=fp_cost)
+        results[method] = search.run()
+
+    # 3. evaluate each searched cascade on the test split; deploy the first method's
+    rows, summary = [], None
+    for i, (method, res) in enumerate(results.items()):
+        best, hi_p = res["best"], res["hi"].eval()
+        hp_cost = model_cost(hi_p, size)
+        qat = Cascade([lo, hi_p], [res["threshold"]])
+        ev = evaluate_cascade(qat, data.test, batch_size=cc["batch_size"], device=device)
+        tau = best["tau"] / 100
+        g_paper, g_real = paper_G(tau, lo_cost, hp_cost), real_G(ev["exit_rate"], lo_cost, hp_cost)
+        entry = {"method": method, "tau": tau, "threshold": res["threshold"], "prune_ratio": best["phi"] / 100,
+                 "cascade_acc": ev["accuracy"], "exit_rate": ev["exit_rate"], "stages": ev["stages"],
+                 "hi_pruned_acc": evaluate(hi_p, data.test, device=device)["top1"],
+                 "hi_pruned_avg_bits": avg_bits(bit_macs(hp_cost), fp_cost), "hi_pruned_bops": hp_cost.bops,
+                 "G": g_paper, "G_real": g_real, "avg_bits": avg_bits(g_paper, fp_cost),
+                 "avg_bits_real": avg_bits(g_real, fp_cost), "bops": real_bops(ev["exit_rate"], lo_cost, hp_cost),
+                 "tau0": res["tau0"], "search": res["rows"], "initial": res["initial"], "val_eta": eta}
+        if i == 0 and cc["deploy"]:
+            entry["deploy"] = _deploy(cfg, lo, hi_p, res["threshold"], data, run_dir, cc["batch_size"])
+            entry["fp_images_per_s"] = images_per_second(fp.cpu(), data.test, cc["batch_size"], "cpu")
+            fp.to(device)
+        rows.append(entry)
+        summary = summary or entry
+    report = {"fp_acc": test["fp"], "lo_acc": test["lo"], "hi_acc": test["hi"], **{k: summary[k] for k in (
+        "cascade_acc", "tau", "threshold", "exit_rate", "prune_ratio", "avg_bits", "avg_bits_real", "bops", "G",
+        "G_real", "hi_pruned_acc")}, "method": summary["method"], "val_eta": eta,
+        "costs": {"fp": fp_cost.summary(), "lo": lo_cost.summary(), "hi": hi_cost.summary()},
+        "fp_avg_bits": avg_bits(bit_macs(fp_cost), fp_cost), "lo_avg_bits": avg_bits(bit_macs(lo_cost), fp_cost),
+        "hi_avg_bits": avg_bits(bit_macs(hi_cost), fp_cost), "cascades": rows, "run_dir": run_dir,
+        "device": str(device), "deploy_device": "cpu"}
+    from .report import plots, table
+
+    report["table"] = table(report)
+    report["plots"] = plots(report, run_dir)
+    with open(os.path.join(run_dir, "report.json"), "w") as f:
+        json.dump(report, f, indent=2, default=str)
+    with open(os.path.join(run_dir, "report.md"), "w") as f:
+        f.write(report["table"] + "\n")
+    return report
+
+
+def _deploy(cfg, lo, hi_p, threshold, data, run_dir, batch_size) -> dict:
+    """Convert both stages, run the deploy cascade on the CPU kernels, compare with the QAT cascade."""
+    device = "cpu"
+    lo, hi_p = copy.deepcopy(lo).cpu(), copy.deepcopy(hi_p).cpu()
+    qat_cascade = Cascade([lo, hi_p], [threshold])
+    lo_d, lo_rep = convert(lo)
+    hi_d, hi_rep = convert(hi_p)
+    recipe = runner.recipe_of
+    save_deploy(lo_d, os.path.join(run_dir, "deploy_lo.pt"), recipe(config_mod.merge(cfg, {"quant": cfg["cascade"]["lo"].get("quant")}), data.num_classes))
+    save_deploy(hi_d, os.path.join(run_dir, "deploy_hi.pt"), recipe(config_mod.merge(cfg, {"quant": cfg["cascade"]["hi"].get("quant")}), data.num_classes))
+    dep = Cascade([lo_d, hi_d], [threshold])
+    ev = evaluate_cascade(dep, data.test, batch_size=batch_size, device=device)
+    loader = torch.utils.data.DataLoader(data.test, batch_size=batch_size, shuffle=False)
+    same = n = 0
+    for x, _ in loader:
+        a, b = qat_cascade.run(x.to(device)), dep.run(x.to(device))
+        same += int((a.logits.argmax(1) == b.logits.argmax(1)).sum())
+        n += len(x)
+    kernels = {}
+    for r in lo_rep + hi_rep:
+        kernels[r["kernel"] or "float"] = kernels.get(r["kernel"] or "float", 0) + 1
+    return {"accuracy": ev["accuracy"], "exit_rate": ev["exit_rate"], "images_per_s": images_per_second(
+        dep, data.test, batch_size, device), "agree_with_qat": same / max(1, n), "kernels": kernels,
+        "files": ["deploy_lo.pt", "deploy_hi.pt"]}

@@ -1,0 +1,77 @@
+"""The CMN report: a Markdown table of FP / 1-bit / 8-bit / CMN and PNG plots."""
+
+import os
+
+
+def table(r: dict) -> str:
+    dep = next((c.get("deploy") for c in r["cascades"] if c.get("deploy")), None)
+    fp_ips = next((c.get("fp_images_per_s") for c in r["cascades"] if c.get("fp_images_per_s")), None)
+    costs = r["costs"]
+    lines = [f"| model | test top-1 | avg bits (CMN) | BOPs (G) | exit rate | images/s ({r['deploy_device']}) |",
+             "|---|---:|---:|---:|---:|---:|",
+             f"| full precision | {r['fp_acc']:.4f} | {r['fp_avg_bits']:.2f} | {costs['fp']['bops'] / 1e9:.3f} | - | "
+             f"{fp_ips:.0f} |" if fp_ips else
+             f"| full precision | {r['fp_acc']:.4f} | {r['fp_avg_bits']:.2f} | {costs['fp']['bops'] / 1e9:.3f} | - | - |",
+             f"| 1-bit | {r['lo_acc']:.4f} | {r['lo_avg_bits']:.2f} | {costs['lo']['bops'] / 1e9:.3f} | 1.000 | - |",
+             f"| 8-bit | {r['hi_acc']:.4f} | {r['hi_avg_bits']:.2f} | {costs['hi']['bops'] / 1e9:.3f} | 0.000 | - |"]
+    for c in r["cascades"]:
+        ips = f"{c['deploy']['images_per_s']:.0f}" if c.get("deploy") else "-"
+        lines.append(f"| 8-bit, {c['prune_ratio'] * 100:.0f} % {c['method']} pruned | {c['hi_pruned_acc']:.4f} | "
+                     f"{c['hi_pruned_avg_bits']:.2f} | {c['hi_pruned_bops'] / 1e9:.3f} | 0.000 | - |")
+        lines.append(f"| CMN ({c['method']}; tau {c['tau'] * 100:.0f} %, T {c['threshold']:.3f}) | {c['cascade_acc']:.4f} | "
+                     f"{c['avg_bits']:.2f} (real {c['avg_bits_real']:.2f}) | {c['bops'] / 1e9:.3f} | "
+                     f"{c['exit_rate']:.3f} | {ips} |")
+    out = "\n".join(lines)
+    if dep:
+        out += (f"\n\nDeploy cascade (torch.ops.cmn kernels: {dep['kernels']}) on {r['deploy_device']}: test top-1 "
+                f"{dep['accuracy']:.4f}, exit rate {dep['exit_rate']:.3f}, predictions equal to the QAT cascade's "
+                f"on {dep['agree_with_qat'] * 100:.2f} % of test images.")
+    out += ("\nAvg bits: operations (MACs x weight bits, sparsity-aware) over the full-precision net's MACs; CMN's "
+            "G counts a stage-2 row once, 'real' also charges it for stage 1. Accuracy floor eta = "
+            f"{r['val_eta']:.4f} (full-precision validation top-1).")
+    return out
+
+
+def plots(r: dict, run_dir: str) -> list[str]:
+    """accuracy_vs_bits.png and search.png in ``run_dir``; [] (with a note) when matplotlib is missing."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return []
+    paths = []
+    fig, ax = plt.subplots(figsize=(5, 4))
+    points = [("FP", r["fp_avg_bits"], r["fp_acc"]), ("1-bit", r["lo_avg_bits"], r["lo_acc"]),
+              ("8-bit", r["hi_avg_bits"], r["hi_acc"])]
+    points += [(f"CMN ({c['method']})", c["avg_bits"], c["cascade_acc"]) for c in r["cascades"]]
+    for label, x, y in points:
+        ax.scatter([x], [y])
+        ax.annotate(label, (x, y), textcoords="offset points", xytext=(4, 4), fontsize=8)
+    ax.set_xscale("log", base=2)
+    ax.set_xlabel("average bits (CMN definition)")
+    ax.set_ylabel("test top-1")
+    ax.set_title("accuracy vs average bitwidth")
+    fig.tight_layout()
+    paths.append(os.path.join(run_dir, "accuracy_vs_bits.png"))
+    fig.savefig(paths[-1], dpi=120)
+    plt.close(fig)
+
+    fig, (a1, a2) = plt.subplots(2, 1, figsize=(6, 5), sharex=True)
+    for c in r["cascades"]:
+        rows = c["search"]
+        idx = list(range(len(rows)))
+        a1.plot(idx, [row["G"] / 1e6 for row in rows], marker="o", label=c["method"])
+        a2.plot(idx, [row["accuracy"] for row in rows], marker="o", label=c["method"])
+    a2.axhline(r["val_eta"], color="gray", linestyle="--", label="eta")
+    a1.set_ylabel("G (M bit-MACs)")
+    a2.set_ylabel("val accuracy")
+    a2.set_xlabel("search step (tau, phi)")
+    a1.legend(fontsize=8)
+    a2.legend(fontsize=8)
+    fig.tight_layout()
+    paths.append(os.path.join(run_dir, "search.png"))
+    fig.savefig(paths[-1], dpi=120)
+    plt.close(fig)
+    return paths

@@ -1,0 +1,153 @@
+"""Algorithm 1 of CMN: the joint search of the binary net's recall rate tau and the 8-bit net's pruning
+ratio phi, minimising the cascade's compute G under an accuracy floor eta.
+
+  eta   accuracy of the full-precision net (minus ``tolerance``, 0 by default as in the paper)
+  D     recall rates {5, 10, ..., 95} %;  tau0 = the first tau in D whose unpruned cascade falls below eta
+  S     {tau0 - 5 span, ..., tau0 + 5 span} %, clipped to (0, 100)
+  for tau in S, for phi in Phi = {5, ..., 90} %: prune the 8-bit net further to phi (magnitude, iteratively,
+        the binary net frozen), fine-tune, measure the cascade; stop this tau once accuracy < eta, else keep
+        the smallest G = tau G(F_lo) + (1 - tau) G(F_hi)
+  T     derived from the chosen tau on the training set
+
+Thresholds always come from the training set (``data.train_plain``); accuracies are measured on the
+validation split. Every (tau, phi) point is appended to <run_dir>/search.jsonl; the search resumes from it.
+"""
+
+import copy
+import json
+import os
+import sys
+
+import torch
+
+from ..metrics import model_cost
+from ..prune import Pruner
+from ..train import Trainer, load, save_atomic
+from .cascade import cascade_accuracy, confidences
+from .cost import avg_bits, paper_G
+from .thresholds import threshold_for_recall
+
+
+def percent_grid(spec) -> list[int]:
+    """[start, stop, step] in percent (inclusive) or an explicit list."""
+    if isinstance(spec, (list, tuple)) and len(spec) == 3 and spec[2] < spec[1]:
+        return list(range(int(spec[0]), int(spec[1]) + 1, int(spec[2])))
+    return [int(v) for v in spec]
+
+
+def candidate_set(tau0: int, span: int, step: int = 5) -> list[int]:
+    return [t for t in (tau0 + step * k for k in range(-span, span + 1)) if 0 < t < 100]
+
+
+def _log(msg):
+    print(msg, file=sys.stderr, flush=True)
+
+
+class Algorithm1:
+    def __init__(self, lo, hi, data, eta: float, run_dir: str, *, recall=(5, 95, 5), prune=(5, 90, 5),
+                 span: int = 2, tolerance: float = 0.0, method: str = "magnitude", finetune: dict | None = None,
+                 exclude=("first", "last"), device="cpu", progress=True, input_size=None, fp_cost=None):
+        self.lo, self.hi, self.data = lo.eval(), hi, data
+        if fp_cost is None:
+            raise ValueError("Algorithm1: 'fp_cost' (the full-precision model's ModelCost) is needed for avg bits")
+        self.fp_cost = fp_cost
+        self.eta, self.floor = eta, eta - tolerance
+        self.run_dir, self.device, self.progress = run_dir, device, progress
+        self.recall, self.prune = percent_grid(recall), percent_grid(prune)
+        self.span, self.method, self.exclude = int(span), method, list(exclude)
+        self.finetune = dict(finetune or {"epochs": 1})
+        self.input_size = input_size or data.input_size
+        for p in self.lo.parameters():
+            p.requires_grad_(False)  # the binary net is frozen during the search
+        self.rows_path = os.path.join(run_dir, "search.jsonl")
+
+    def _stage_outputs(self):
+        dev = self.device
+        self.lo_train_conf, _, _ = confidences(self.lo, self.data.train_plain, device=dev, desc="binary/train")
+        self.lo_val_conf, self.lo_val_pred, self.val_labels = confidences(self.lo, self.data.val, device=dev,
+                                                                           desc="binary/val")
+        self.lo_cost = model_cost(self.lo, self.input_size)
+
+    def accuracy(self, hi, tau: float) -> tuple[float, float, float]:
+        """(cascade val accuracy, val exit rate, threshold) for recall tau (a fraction)."""
+        t = threshold_for_recall(self.lo_train_conf, tau)
+        _, hi_pred, _ = confidences(hi, self.data.val, device=self.device, desc="8-bit/val")
+        acc, ex = cascade_accuracy(self.lo_val_conf, self.lo_val_pred, hi_pred, self.val_labels, t)
+        return acc, ex, t
+
+    def initial_recall(self) -> int:
+        """Lines 7-9: the first tau in D where the unpruned cascade's accuracy falls below eta."""
+        _, hi_pred, _ = confidences(self.hi, self.data.val, device=self.device, desc="8-bit/val")
+        self.initial = []
+        for tau in self.recall:
+            t = threshold_for_recall(self.lo_train_conf, tau / 100)
+            acc, ex = cascade_accuracy(self.lo_val_conf, self.lo_val_pred, hi_pred, self.val_labels, t)
+            self.initial.append({"tau": tau, "accuracy": acc, "exit_rate": ex, "threshold": t})
+            if acc < self.floor:
+                return tau
+        return self.recall[-1]
+
+    def _done(self) -> list[dict]:
+        if not os.path.exists(self.rows_path):
+            return []
+        return [json.loads(line) for line in open(self.rows_path) if line.strip()]
+
+    def _finetune(self, hi, phi: float):
+        pruner = Pruner(hi, self.method, phi, schedule="oneshot", exclude=self.exclude)
+        cfg = dict(self.finetune)
+        Trainer(hi, self.data, cfg, None, pruner=pruner, device=self.device, progress=self.progress).fit()
+
+    def run(self) -> dict:
+        os.makedirs(self.run_dir, exist_ok=True)
+        self._stage_outputs()
+        tau0 = self.initial_recall()
+        S = candidate_set(tau0, self.span)
+        _log(f"[cmn] eta = {self.eta:.4f} (floor {self.floor:.4f}); tau0 = {tau0}%; S = {S}; Phi = {self.prune}")
+        done = {(r["tau"], r["phi"]): r for r in self._done()}
+        hi0 = copy.deepcopy(self.hi)
+        best, rows = None, []
+        for tau in S:
+            state_path = os.path.join(self.run_dir, f"hi_tau{tau}.pt")
+            hi = copy.deepcopy(hi0)
+            if os.path.exists(state_path):  # resume inside this tau's pruning sequence
+                hi.load_state_dict(load(state_path)["model"])
+            for phi in self.prune:
+                key = (tau, phi)
+                if key in done:
+                    row = done[key]
+                else:
+                    self._finetune(hi, phi / 100)
+                    acc, ex, t = self.accuracy(hi, tau / 100)
+                    hi_cost = model_cost(hi, self.input_size)
+                    g = paper_G(tau / 100, self.lo_cost, hi_cost)
+                    row = {"tau": tau, "phi": phi, "accuracy": acc, "exit_rate": ex, "threshold": t, "G": g,
+                           "avg_bits": avg_bits(g, self.fp_cost), "pruned": 1 - hi_cost.nonzero_params / max(1, hi_cost.params),
+                           "ok": acc >= self.floor}
+                    with open(self.rows_path, "a") as f:
+                        f.write(json.dumps(row) + "\n")
+                    save_atomic({"model": hi.state_dict(), "phi": phi}, state_path)
+                    if row["ok"] and (best is None or g < best["G"]):
+                        save_atomic({"model": hi.state_dict(), "row": row}, os.path.join(self.run_dir, "best_hi.pt"))
+                    _log(f"[cmn] tau {tau:>2}%  phi {phi:>2}%  val acc {acc:.4f}  exit {ex:.3f}  "
+                         f"G {g / 1e6:.2f} M  avg bits {row['avg_bits']:.2f}" + ("" if row["ok"] else "  < eta: next tau"))
+                rows.append(row)
+                if not row["ok"]:
+                    break
+                if best is None or row["G"] < best["G"]:
+                    best = row
+        if best is None:
+            # No operating point keeps eta (the paper's G-bar stays infinite): the degenerate cascade that sends
+            # every row to the unpruned 8-bit net (tau = 0, T = +inf) is what remains.
+            _log("[cmn] no (tau, phi) kept the cascade at eta: falling back to tau = 0 (every row to the 8-bit "
+                 "net, unpruned); raise 'tolerance' or train the stages longer")
+            acc, ex, t = self.accuracy(hi0, 0.0)
+            g = paper_G(0.0, self.lo_cost, model_cost(hi0, self.input_size))
+            best = {"tau": 0, "phi": 0, "accuracy": acc, "exit_rate": ex, "threshold": t, "G": g,
+                    "avg_bits": avg_bits(g, self.fp_cost), "pruned": 0.0, "ok": False, "fallback": True}
+            return {"best": best, "threshold": t, "tau0": tau0, "S": S, "rows": rows, "initial": self.initial,
+                    "hi": hi0}
+        hi_best = copy.deepcopy(hi0)
+        hi_best.load_state_dict(load(os.path.join(self.run_dir, "best_hi.pt"))["model"])
+        threshold = threshold_for_recall(self.lo_train_conf, best["tau"] / 100)
+        return {"best": best, "threshold": threshold, "tau0": tau0, "S": S, "rows": rows, "initial": self.initial,
+                "hi": hi_best}

@@ -138,14 +138,14 @@ def run(cfg: dict, progress: bool = True) -> dict:
         "fp_avg_bits": avg_bits(bit_macs(fp_cost), fp_cost), "lo_avg_bits": avg_bits(bit_macs(lo_cost), fp_cost),
         "hi_avg_bits": avg_bits(bit_macs(hi_cost), fp_cost), "cascades": rows, "run_dir": run_dir,
         "device": str(device), "deploy_device": "cpu"}
-    from .report import plots, table
+    from .report import plots, search_table, table
 
     report["table"] = table(report)
     report["plots"] = plots(report, run_dir)
     with open(os.path.join(run_dir, "report.json"), "w") as f:
         json.dump(report, f, indent=2, default=str)
     with open(os.path.join(run_dir, "report.md"), "w") as f:
-        f.write(report["table"] + "\n")
+        f.write(report["table"] + "\n\n## Algorithm 1 search (validation split)\n\n" + search_table(report) + "\n")
     return report
 
 

@@ -75,3 +75,15 @@ def plots(r: dict, run_dir: str) -> list[str]:
     fig.savefig(paths[-1], dpi=120)
     plt.close(fig)
     return paths
+
+
+def search_table(r: dict) -> str:
+    """Every (tau, phi) point Algorithm 1 visited, per pruning method."""
+    lines = ["| method | tau (%) | phi (%) | val top-1 | val exit rate | G (M bit-MACs) | avg bits | kept eta |",
+             "|---|---:|---:|---:|---:|---:|---:|---|"]
+    for c in r["cascades"]:
+        for row in c["search"]:
+            lines.append(f"| {c['method']} | {row['tau']} | {row['phi']} | {row['accuracy']:.4f} | "
+                         f"{row['exit_rate']:.3f} | {row['G'] / 1e6:.2f} | {row['avg_bits']:.2f} | "
+                         f"{'yes' if row['ok'] else 'no'} |")
+    return "\n".join(lines)

@@ -124,7 +124,8 @@ def run(cfg: dict, progress: bool = True) -> dict:
                  "hi_pruned_avg_bits": avg_bits(bit_macs(hp_cost), fp_cost), "hi_pruned_bops": hp_cost.bops,
                  "G": g_paper, "G_real": g_real, "avg_bits": avg_bits(g_paper, fp_cost),
                  "avg_bits_real": avg_bits(g_real, fp_cost), "bops": real_bops(ev["exit_rate"], lo_cost, hp_cost),
-                 "tau0": res["tau0"], "search": res["rows"], "initial": res["initial"], "val_eta": eta}
+                 "tau0": res["tau0"], "search": res["rows"], "initial": res["initial"], "val_eta": eta,
+                 "val_floor": eta - float(sc["tolerance"])}
         if i == 0 and cc["deploy"]:
             entry["deploy"] = _deploy(cfg, lo, hi_p, res["threshold"], data, run_dir, cc["batch_size"])
             entry["fp_images_per_s"] = images_per_second(fp.cpu(), data.test, cc["batch_size"], "cpu")
@@ -133,7 +134,7 @@ def run(cfg: dict, progress: bool = True) -> dict:
         summary = summary or entry
     report = {"fp_acc": test["fp"], "lo_acc": test["lo"], "hi_acc": test["hi"], **{k: summary[k] for k in (
         "cascade_acc", "tau", "threshold", "exit_rate", "prune_ratio", "avg_bits", "avg_bits_real", "bops", "G",
-        "G_real", "hi_pruned_acc")}, "method": summary["method"], "val_eta": eta,
+        "G_real", "hi_pruned_acc")}, "method": summary["method"], "val_eta": eta, "val_floor": summary["val_floor"],
         "costs": {"fp": fp_cost.summary(), "lo": lo_cost.summary(), "hi": hi_cost.summary()},
         "fp_avg_bits": avg_bits(bit_macs(fp_cost), fp_cost), "lo_avg_bits": avg_bits(bit_macs(lo_cost), fp_cost),
         "hi_avg_bits": avg_bits(bit_macs(hi_cost), fp_cost), "cascades": rows, "run_dir": run_dir,

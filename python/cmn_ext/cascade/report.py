@@ -27,8 +27,8 @@ def table(r: dict) -> str:
                 f"{dep['accuracy']:.4f}, exit rate {dep['exit_rate']:.3f}, predictions equal to the QAT cascade's "
                 f"on {dep['agree_with_qat'] * 100:.2f} % of test images.")
     out += ("\nAvg bits: operations (MACs x weight bits, sparsity-aware) over the full-precision net's MACs; CMN's "
-            "G counts a stage-2 row once, 'real' also charges it for stage 1. Accuracy floor eta = "
-            f"{r['val_eta']:.4f} (full-precision validation top-1).")
+            "G counts a stage-2 row once, 'real' also charges it for stage 1. eta = "
+            f"{r['val_eta']:.4f} (full-precision validation top-1), search floor {r.get('val_floor', r['val_eta']):.4f}.")
     return out
 
 
@@ -65,6 +65,8 @@ def plots(r: dict, run_dir: str) -> list[str]:
         a1.plot(idx, [row["G"] / 1e6 for row in rows], marker="o", label=c["method"])
         a2.plot(idx, [row["accuracy"] for row in rows], marker="o", label=c["method"])
     a2.axhline(r["val_eta"], color="gray", linestyle="--", label="eta")
+    if r.get("val_floor", r["val_eta"]) < r["val_eta"]:
+        a2.axhline(r["val_floor"], color="gray", linestyle=":", label="eta - tolerance")
     a1.set_ylabel("G (M bit-MACs)")
     a2.set_ylabel("val accuracy")
     a2.set_xlabel("search step (tau, phi)")

@@ -159,3 +159,29 @@ def test_fpgm_skips_depthwise_convs():
     model = quantize_model(build_model("mobilenetv2", stem="cifar", width_mult=0.25), None)
     pruner = Pruner(model, "fpgm", 0.3)
     assert all(m.groups == 1 and isinstance(m, nn.Conv2d) for _, m in pruner.modules())
+
+
+@pytest.mark.parametrize("kind", ["apot", "dorefa", "binary", "linear"])
+def test_removal_keeps_quantized_weights_exact(kind):
+    """Quantizers that scale by weight statistics are frozen at removal: the remaining quantized weights do
+    not move by a single bit, and the outputs agree up to float summation order."""
+    act = {"kind": "binary", "encoding": "01"} if kind == "binary" else {"kind": "dorefa", "bits": 8}
+    bits = {} if kind == "binary" else {"bits": 4}
+    model = quantize_model(build_model("resnet20"), {"weight": {"kind": kind, **bits}, "act": act})
+    Pruner(model, "fpgm", 0.3, exclude=[]).prune_to(0.3)
+    model.train()
+    with torch.no_grad():
+        model(torch.randn(16, 3, 32, 32))  # batch-norm statistics of this net
+    model.eval()
+    x = torch.randn(3, 3, 32, 32)
+    before = model(x)
+    producer, consumer = model.layer3[0].conv1, model.layer3[0].conv2
+    keep = producer.filter_keep()
+    wp, wc = producer.quantized_weight().detach()[keep], consumer.quantized_weight().detach()[:, keep]
+    remove_pruned_filters(model)
+    assert producer.weight.shape[0] == 45
+    assert torch.equal(producer.quantized_weight().detach(), wp)
+    assert torch.equal(consumer.quantized_weight().detach(), wc)
+    after = model(x)
+    assert torch.equal(after.argmax(1), before.argmax(1))
+    assert (after - before).abs().max() <= 5e-2 * before.abs().max()

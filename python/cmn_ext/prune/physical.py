@@ -6,13 +6,15 @@ channels and the consumer's input channels are removed with them. Outputs that m
 block outputs, option-A shortcuts), a concatenation, a linear head or a depthwise conv keep their full
 channel count: their pruned filters stay as masked zeros, which ``int8_conv2d`` skips through its keep mask.
 The result never has mismatched shapes, and a model pruned with a hard schedule computes the same function
-(the pruned channels output exactly zero; see ``Pruner.enforce``).
+(the pruned channels output exactly zero, see ``Pruner.enforce``; quantizers that scale by weight statistics
+are frozen at the statistics of the unshrunk layers, see ``quant.WeightStats``).
 """
 
 import torch
 from torch import nn
 
 from ..nn.qat import QConv2d
+from ..quant import WeightStats
 from .graph import removable_chains
 
 
@@ -46,6 +48,15 @@ def remove_pruned_filters(model: nn.Module) -> dict:
             continue  # nothing to remove, or the whole layer is gone (leave it: shapes must stay valid)
         idx = torch.nonzero(keep).flatten()
         before = conv.out_channels
+        consumer = model.get_submodule(consumer_name)
+        # Quantizers that scale by weight statistics keep the statistics of the unshrunk layers.
+        for layer in (conv, consumer):
+            wq = getattr(layer, "w_quant", None)
+            if isinstance(wq, WeightStats):
+                wq.freeze(layer.weight)
+        wq = getattr(conv, "w_quant", None)
+        if isinstance(wq, WeightStats) and wq.per_channel_frozen:
+            wq.frozen = wq.frozen.index_select(0, idx).clone()
         for p in ("weight", "bias", "weight_mask"):
             if hasattr(conv, p):
                 _shrink_param(conv, p, idx, 0)
@@ -55,7 +66,6 @@ def remove_pruned_filters(model: nn.Module) -> dict:
             for p in ("weight", "bias", "running_mean", "running_var"):
                 _shrink_param(bn, p, idx, 0)
             bn.num_features = len(idx)
-        consumer = model.get_submodule(consumer_name)
         for p in ("weight", "weight_mask"):
             if hasattr(consumer, p):
                 _shrink_param(consumer, p, idx, 1)

@@ -7,7 +7,7 @@
 from collections.abc import Mapping
 
 from .apot import APoTQuantizer, apot_level_table, apot_magnitudes
-from .base import Quantizer, round_half_up, ste
+from .base import Quantizer, WeightStats, round_half_up, ste
 from .binary import BinaryAct, BinaryWeight, sign_pm1
 from .dorefa import DoReFaAct, DoReFaWeight
 from .linear import LinearQuantizer, kl_clip
@@ -77,6 +77,6 @@ def bits_of(q: Quantizer | None) -> int:
 
 __all__ = [
     "APoTQuantizer", "BinaryAct", "BinaryWeight", "DoReFaAct", "DoReFaWeight", "KINDS", "LinearQuantizer",
-    "Quantizer", "apot_level_table", "apot_magnitudes", "bits_of", "kl_clip", "make_quantizer", "round_half_up",
+    "Quantizer", "WeightStats", "apot_level_table", "apot_magnitudes", "bits_of", "kl_clip", "make_quantizer", "round_half_up",
     "sign_pm1", "spec_of", "ste",
 ]

@@ -16,7 +16,7 @@ import itertools
 import torch
 from torch import nn
 
-from .base import Quantizer, ste
+from .base import WeightStats, ste
 
 SIGNED_BITS = (2, 3, 4, 5)
 UNSIGNED_BITS = (2, 3, 4)
@@ -56,7 +56,7 @@ def apot_level_table(bits: int, signed: bool) -> tuple[torch.Tensor, int]:
     return torch.tensor(table, dtype=torch.int32), den
 
 
-class APoTQuantizer(Quantizer):
+class APoTQuantizer(WeightStats):
     """x_q = alpha * proj(clip(x / alpha)) with proj the nearest APoT level; learnable clipping alpha.
 
     Weights (``signed=True``) are standardised first, w <- (w - mean) / std (the APoT paper's weight
@@ -78,10 +78,15 @@ class APoTQuantizer(Quantizer):
         self.denominator = den
         self.register_buffer("grid", torch.tensor(mags, dtype=torch.float32) / den, persistent=False)
 
+    def statistics(self, w: torch.Tensor) -> torch.Tensor:
+        return torch.stack([w.detach().mean(), w.detach().std().clamp_min(1e-12)])
+
     def _normalized(self, x: torch.Tensor) -> torch.Tensor:
-        if self.standardize:
-            x = (x - x.mean()) / x.std().clamp_min(1e-12)
-        return x
+        if not self.standardize:
+            return x
+        if self.frozen.numel():
+            return (x - self.frozen[0]) / self.frozen[1]
+        return (x - x.mean()) / x.std().clamp_min(1e-12)
 
     def _nearest(self, mag: torch.Tensor) -> torch.Tensor:
         grid = self.grid.to(mag.device, mag.dtype)

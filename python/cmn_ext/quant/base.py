@@ -36,5 +36,35 @@ class Quantizer(nn.Module):
     def integer(self, x: torch.Tensor):  # pragma: no cover - every subclass overrides
         raise NotImplementedError
 
+
+class WeightStats(Quantizer):
+    """A weight quantizer whose scale comes from statistics of the weight (max, mean, std).
+
+    ``freeze(w)`` records those statistics in the ``frozen`` buffer and uses them from then on. Physical
+    filter removal freezes the layers it shrinks, so that removing pruned filters, or a consumer's input
+    channels that only ever see zeros, leaves the quantized values of the remaining weights exactly as they
+    were. An empty ``frozen`` means: computed from the weight at every call.
+    """
+
+    def __init__(self):
+        super().__init__()
+        self.register_buffer("frozen", torch.empty(0))
+
+    def statistics(self, w: torch.Tensor) -> torch.Tensor:  # pragma: no cover - every subclass overrides
+        raise NotImplementedError
+
+    def stats(self, w: torch.Tensor) -> torch.Tensor:
+        return self.frozen if self.frozen.numel() else self.statistics(w)
+
+    @torch.no_grad()
+    def freeze(self, w: torch.Tensor) -> None:
+        if not self.frozen.numel():
+            self.frozen = self.statistics(w).detach().clone()
+
+    @property
+    def per_channel_frozen(self) -> bool:
+        """True when ``frozen`` holds one entry per output channel (dim 0)."""
+        return self.frozen.dim() > 1
+
     def extra_repr(self) -> str:
         return f"bits={self.bits}"

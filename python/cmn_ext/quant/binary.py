@@ -2,7 +2,7 @@
 
 import torch
 
-from .base import Quantizer, ste
+from .base import Quantizer, WeightStats, ste
 
 
 def sign_pm1(x: torch.Tensor) -> torch.Tensor:
@@ -10,7 +10,7 @@ def sign_pm1(x: torch.Tensor) -> torch.Tensor:
     return torch.where(x >= 0, 1.0, -1.0).to(x.dtype)
 
 
-class BinaryWeight(Quantizer):
+class BinaryWeight(WeightStats):
     """w_b = alpha_k * sign(w), alpha_k = mean |w| over filter k. Gradient: identity (straight-through).
 
     ``integer(w)`` gives the +-1 signs and alpha as a [K, 1, ...] scale, which conversion folds into the
@@ -25,10 +25,14 @@ class BinaryWeight(Quantizer):
         super().__init__()
         self.per_channel = per_channel
 
-    def scale(self, w: torch.Tensor) -> torch.Tensor:
+    def statistics(self, w: torch.Tensor) -> torch.Tensor:
         if self.per_channel:
             return w.detach().abs().flatten(1).mean(1).view(-1, *([1] * (w.dim() - 1)))
-        return w.detach().abs().mean()
+        return w.detach().abs().mean().reshape(1)
+
+    def scale(self, w: torch.Tensor) -> torch.Tensor:
+        s = self.stats(w)
+        return s if self.per_channel else s[0]
 
     def forward(self, w: torch.Tensor) -> torch.Tensor:
         return ste(sign_pm1(w), w) * self.scale(w)

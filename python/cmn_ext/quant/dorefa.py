@@ -2,7 +2,7 @@
 
 import torch
 
-from .base import Quantizer, check_bits, round_half_up, ste
+from .base import Quantizer, WeightStats, check_bits, round_half_up, ste
 
 
 def _quantize_unit(u: torch.Tensor, bits: int) -> torch.Tensor:
@@ -11,7 +11,7 @@ def _quantize_unit(u: torch.Tensor, bits: int) -> torch.Tensor:
     return ste(round_half_up(u * n) / n, u)
 
 
-class DoReFaWeight(Quantizer):
+class DoReFaWeight(WeightStats):
     """w_q = 2 q_k(tanh(w) / (2 max|tanh(w)|) + 1/2) - 1: 2^k levels, odd multiples of 1/(2^k - 1) in [-1, 1].
 
     As integers: q = 2i - (2^k - 1) with i in [0, 2^k - 1], scale 1/(2^k - 1). For k <= 7 those fit int8.
@@ -24,9 +24,13 @@ class DoReFaWeight(Quantizer):
         super().__init__()
         self.bits = check_bits("DoReFaWeight", bits, range(1, 9))
 
+    def statistics(self, w: torch.Tensor) -> torch.Tensor:
+        return torch.tanh(w.detach()).abs().max().clamp_min(1e-12).reshape(1)
+
     def _unit(self, w: torch.Tensor) -> torch.Tensor:
         t = torch.tanh(w)
-        return t / (2 * t.abs().max().clamp_min(1e-12)) + 0.5
+        top = t.abs().max().clamp_min(1e-12) if not self.frozen.numel() else self.frozen[0]
+        return t / (2 * top) + 0.5
 
     def forward(self, w: torch.Tensor) -> torch.Tensor:
         return 2 * _quantize_unit(self._unit(w), self.bits) - 1

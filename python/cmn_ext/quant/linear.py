@@ -2,7 +2,7 @@
 
 import torch
 
-from .base import Quantizer, check_bits, round_half_up, ste
+from .base import WeightStats, check_bits, round_half_up, ste
 
 
 @torch.no_grad()
@@ -39,7 +39,7 @@ def kl_clip(x: torch.Tensor, bits: int, signed: bool, bins: int = 2048, candidat
     return min(top, (best_i + 0.5) * top / bins)
 
 
-class LinearQuantizer(Quantizer):
+class LinearQuantizer(WeightStats):
     """x_q = s * clamp(round(x / s), qmin, qmax): symmetric signed (qmax = 2^(k-1) - 1) or unsigned
     (qmax = 2^k - 1), s = clip / qmax. Gradient straight-through inside the clip range, zero outside.
 
@@ -65,11 +65,14 @@ class LinearQuantizer(Quantizer):
     def calibrate(self, x: torch.Tensor) -> None:
         self.clip_value.fill_(kl_clip(x, self.bits, self.signed))
 
+    def statistics(self, x: torch.Tensor) -> torch.Tensor:
+        a = x.detach().abs()
+        return a.flatten(1).amax(1).view(-1, *([1] * (x.dim() - 1))) if self.per_channel else a.max().reshape(1)
+
     def step(self, x: torch.Tensor) -> torch.Tensor:
         if self.clip == "max":
-            a = x.detach().abs()
-            top = a.flatten(1).amax(1).view(-1, *([1] * (x.dim() - 1))) if self.per_channel else a.max()
-            return top.clamp_min(1e-12) / self.qmax
+            top = self.stats(x)
+            return top.clamp_min(1e-12) / self.qmax if self.per_channel else top[0].clamp_min(1e-12) / self.qmax
         if float(self.clip_value) == 0.0:
             self.calibrate(x)
         return self.clip_value.clamp_min(1e-12) / self.qmax

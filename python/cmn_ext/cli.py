@@ -2,7 +2,7 @@
 
     cmn info [--json] [--bench]
     cmn train    [CONFIG.yaml] [key=value ...] [--resume] [--run-dir DIR] [--json]
-    cmn compress [CONFIG.yaml] [key=value ...] [--resume] [--run-dir DIR] [--json]
+    cmn compress [CONFIG.yaml] [key=value ...] [--method spq|ppq] [--resume] [--run-dir DIR] [--json]
     cmn eval     [CONFIG.yaml] [key=value ...] --weights FILE [--model NAME] [--data SPEC] [--split test] [--json]
     cmn convert  [CONFIG.yaml] [key=value ...] --checkpoint FILE --out FILE [--batches N] [--json]
     cmn cascade  [CONFIG.yaml] [key=value ...] [--restart] [--json]   (default config: the digits demo)
@@ -66,6 +66,13 @@ def _cmd_train(args, compress: bool = False) -> int:
 
     extra = [f"run_dir={args.run_dir}"] if args.run_dir else []
     cfg = _config(args, extra)
+    if compress and getattr(args, "method", None):
+        from .compress import pipeline
+
+        res = pipeline.run(cfg, args.method, progress=not args.no_progress)
+        _emit(args, {k: v for k, v in res.items() if k not in ("table", "cost_table")},
+              f"{res['table']}\n\n{res['cost_table']}\n\nstart: {res['start']}; run directory: {res['run_dir']}")
+        return 0
     if compress and not runner.needs_qat_layers(cfg):
         raise SystemExit("cmn compress: the config has neither 'quant' nor 'prune'; use cmn train for plain training")
     summary = runner.train(cfg, resume=args.resume, progress=not args.no_progress)
@@ -168,6 +175,9 @@ def main(argv=None) -> int:
         common(p)
         p.add_argument("--resume", action="store_true", help="continue from <run_dir>/last.pt")
         p.add_argument("--run-dir", help="run directory (default runs/<name or model-time>)")
+        if compress:
+            p.add_argument("--method", choices=["spq", "ppq"],
+                           help="run the SPQ or PPQ pipeline (FPGM + APoT 4-bit) instead of a generic compress")
         p.set_defaults(func=lambda a, c=compress: _cmd_train(a, c))
 
     p = sub.add_parser("eval", help="evaluate a weights file: state dict, trainer checkpoint or deploy model")

@@ -34,6 +34,7 @@ DEFAULTS = {
     "remove_pruned": False,
     "convert": False,
     "cascade": None,
+    "compress": None,
     "run_dir": None,
     "name": None,
 }

@@ -70,10 +70,13 @@ def train(cfg: dict, *, resume: bool = False, progress: bool = True) -> dict:
     data = build_data(cfg)
     num_classes = int(cfg["model"].get("num_classes") or data.num_classes)
     cfg = config_mod.merge(cfg, {"model": {"num_classes": num_classes}})
-    model = build_float(cfg, num_classes)
-    fp_cost = model_cost(model, data.input_size)
+    fp_cost = model_cost(build_float(config_mod.merge(cfg, {"weights": None}), num_classes), data.input_size)
+    model = build_float(config_mod.merge(cfg, {"weights": None}), num_classes)
     if needs_qat_layers(cfg):
         quantize_model(model, cfg.get("quant"))
+    if cfg.get("weights"):  # after quantize_model: a QAT checkpoint brings its masks along
+        load_pretrained(model, cfg["weights"])
+        log(f"[model] {cfg['model']['name']}: loaded {cfg['weights']}")
     pruner = _pruner(cfg, model) if cfg.get("prune") else None
     run_dir = run_dir_of(cfg)
     cfg = config_mod.merge(cfg, {"run_dir": run_dir})

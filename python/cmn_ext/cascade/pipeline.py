@@ -50,9 +50,10 @@ def _stage(cfg: dict, name: str, overrides: dict, run_dir: str, progress: bool):
 
 
 @torch.no_grad()
-def images_per_second(model, dataset, batch_size=256, device="cpu", repeats=2) -> float:
+def images_per_second(model, dataset, batch_size=256, device="cpu", repeats=2, max_batches=8) -> float:
+    """Throughput of ``model`` over (up to ``max_batches``) batches of ``dataset``: best of ``repeats``."""
     loader = torch.utils.data.DataLoader(dataset, batch_size=batch_size, shuffle=False)
-    batches = [x.to(device) for x, _ in loader]
+    batches = [x.to(device) for (x, _), _ in zip(loader, range(max_batches))]
     model.eval()
     model(batches[0])  # warm-up
     best = float("inf")

@@ -70,8 +70,8 @@ def train(cfg: dict, *, resume: bool = False, progress: bool = True) -> dict:
     data = build_data(cfg)
     num_classes = int(cfg["model"].get("num_classes") or data.num_classes)
     cfg = config_mod.merge(cfg, {"model": {"num_classes": num_classes}})
-    fp_cost = model_cost(build_float(config_mod.merge(cfg, {"weights": None}), num_classes), data.input_size)
     model = build_float(config_mod.merge(cfg, {"weights": None}), num_classes)
+    fp_cost = model_cost(model, data.input_size)  # the dense full-precision architecture: the reference
     if needs_qat_layers(cfg):
         quantize_model(model, cfg.get("quant"))
     if cfg.get("weights"):  # after quantize_model: a QAT checkpoint brings its masks along

@@ -114,6 +114,31 @@ def train(cfg: dict, *, resume: bool = False, progress: bool = True) -> dict:
     return summary
 
 
+def stage(cfg: dict, name: str, overrides: dict, run_dir: str, progress: bool = True) -> tuple[str, dict]:
+    """One training step of a multi-step recipe (cascade, SPQ/PPQ): trains in <run_dir>/<name> with
+    ``overrides`` on top of ``cfg`` (no quantization, pruning, conversion unless overridden; the recipe's own
+    sections dropped), or reuses its final.pt when it exists. Returns (final.pt path, the step's config)."""
+    final = os.path.join(run_dir, name, "final.pt")
+    step = config_mod.merge({k: v for k, v in cfg.items() if k not in ("cascade", "compress")},
+                            {"run_dir": os.path.join(run_dir, name), "prune": None, "quant": None,
+                             "convert": False, "remove_pruned": False})
+    step.update(overrides)
+    if os.path.exists(final):
+        log(f"[{name}] reusing {final}")
+    else:
+        log(f"[{name}] training -> {os.path.dirname(final)}")
+        train(step, resume=True, progress=progress)
+    return final, step
+
+
+def kernel_counts(report: list) -> dict:
+    """{kernel or "float": number of layers} from a ``convert`` report."""
+    counts = {}
+    for r in report:
+        counts[r["kernel"] or "float"] = counts.get(r["kernel"] or "float", 0) + 1
+    return counts
+
+
 def convert_model(model, data, recipe: dict, out: str, batches: int = 4, batch_size: int = 64) -> dict:
     """Convert a QAT model, compare it with the deploy model on ``batches`` test batches, save it."""
     deploy, report = convert(model)
@@ -121,9 +146,7 @@ def convert_model(model, data, recipe: dict, out: str, batches: int = 4, batch_s
     sample = [b for b, _ in zip(loader, range(batches))]
     check = compare(model, deploy, sample)
     save_deploy(deploy, out, recipe)
-    kernels = {}
-    for r in report:
-        kernels[r["kernel"] or "float"] = kernels.get(r["kernel"] or "float", 0) + 1
+    kernels = kernel_counts(report)
     log(f"[convert] {out}: layers by kernel {kernels}; argmax agreement {check['argmax_agree']:.4f}, "
         f"max |logit diff| {check['max_abs_diff']:.3g} ({check['max_rel_diff']:.3g} relative) on {check['n']} images")
     return {"path": out, "layers": report, "kernels": kernels, "check": check}

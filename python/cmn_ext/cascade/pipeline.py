@@ -33,19 +33,9 @@ def _log(msg):
 
 
 def _stage(cfg: dict, name: str, overrides: dict, run_dir: str, progress: bool):
-    """Train one stage (or reuse its final.pt) and return the model loaded from final.pt."""
-    final = os.path.join(run_dir, name, "final.pt")
-    stage_cfg = config_mod.merge({k: v for k, v in cfg.items() if k != "cascade"},
-                                 {"run_dir": os.path.join(run_dir, name), "prune": None, "convert": False,
-                                  "remove_pruned": False, **overrides})
-    if overrides.get("quant") is None:
-        stage_cfg["quant"] = None
-    if not os.path.exists(final):
-        _log(f"[cmn] training the {name} net -> {os.path.dirname(final)}")
-        runner.train(stage_cfg, resume=True, progress=progress)
-    else:
-        _log(f"[cmn] {name} net: reusing {final}")
-    model, _ = runner.load_any(final, stage_cfg, 0)
+    """Train one stage (or reuse it) and return the model loaded from its final.pt, and that path."""
+    final, step = runner.stage(cfg, name, overrides, run_dir, progress)
+    model, _ = runner.load_any(final, step, 0)
     return model.eval(), final
 
 
@@ -169,9 +159,7 @@ def _deploy(cfg, lo, hi_p, threshold, data, run_dir, batch_size) -> dict:
         a, b = qat_cascade.run(x.to(device)), dep.run(x.to(device))
         same += int((a.logits.argmax(1) == b.logits.argmax(1)).sum())
         n += len(x)
-    kernels = {}
-    for r in lo_rep + hi_rep:
-        kernels[r["kernel"] or "float"] = kernels.get(r["kernel"] or "float", 0) + 1
+    kernels = runner.kernel_counts(lo_rep + hi_rep)
     return {"accuracy": ev["accuracy"], "exit_rate": ev["exit_rate"], "images_per_s": images_per_second(
         dep, data.test, batch_size, device), "agree_with_qat": same / max(1, n), "kernels": kernels,
         "files": ["deploy_lo.pt", "deploy_hi.pt"]}

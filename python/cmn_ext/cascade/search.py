@@ -18,8 +18,6 @@ import json
 import os
 import sys
 
-import torch
-
 from ..metrics import model_cost
 from ..prune import Pruner
 from ..train import Trainer, load, save_atomic

@@ -52,20 +52,6 @@ def _log(msg):
     print(msg, file=sys.stderr, flush=True)
 
 
-def _stage(cfg, name, overrides, run_dir, progress):
-    final = os.path.join(run_dir, name, "final.pt")
-    stage_cfg = config_mod.merge({k: v for k, v in cfg.items() if k != "compress"},
-                                 {"run_dir": os.path.join(run_dir, name), "prune": None, "quant": None,
-                                  "convert": False, "remove_pruned": False})
-    stage_cfg.update(overrides)
-    if not os.path.exists(final):
-        _log(f"[{name}] -> {os.path.dirname(final)}")
-        runner.train(stage_cfg, resume=True, progress=progress)
-    else:
-        _log(f"[{name}] reusing {final}")
-    return final, stage_cfg
-
-
 def run(cfg: dict, method: str, progress: bool = True) -> dict:
     if method not in METHODS:
         raise ValueError(f"compress: 'method' expected one of {METHODS}, got {method!r}")
@@ -85,24 +71,24 @@ def run(cfg: dict, method: str, progress: bool = True) -> dict:
     else:
         if not cfg.get("weights") and base_epochs == 0:
             raise ValueError("compress: no 'weights' to start from and compress.baseline.epochs is 0")
-        baseline_path, _ = _stage(cfg, "baseline", {"train": config_mod.merge(train, cc["baseline"])}, run_dir, progress)
+        baseline_path, _ = runner.stage(cfg, "baseline", {"train": config_mod.merge(train, cc["baseline"])}, run_dir, progress)
         start = (f"pretrained {os.path.basename(cfg['weights'])}, fine-tuned {base_epochs} epochs" if cfg.get("weights")
                  else f"trained from scratch for {base_epochs} epochs")
     fpgm = {"method": "fpgm", "ratio": ratio, "exclude": exclude}
     if method == "spq":
         epochs = int(cc["spq"]["epochs"])
-        final, stage_cfg = _stage(cfg, "spq", {"weights": baseline_path, "quant": cc["quant"],
+        final, stage_cfg = runner.stage(cfg, "spq", {"weights": baseline_path, "quant": cc["quant"],
                                                "prune": {**fpgm, "schedule": "soft"},
                                                "train": config_mod.merge(train, cc["spq"])}, run_dir, progress)
         epoch_note = {"epochs": epochs}
     else:
         p = cc["ppq"]
         n = int(p["prune_epochs"])
-        pruned, _ = _stage(cfg, "ppq_prune", {"weights": baseline_path,
+        pruned, _ = runner.stage(cfg, "ppq_prune", {"weights": baseline_path,
                                               "prune": {**fpgm, "schedule": "progressive", "stages": int(p["stages"])},
                                               "train": config_mod.merge(train, {"epochs": n})}, run_dir, progress)
         qat = config_mod.merge(train, p["qat"])
-        final, stage_cfg = _stage(cfg, "ppq_qat", {"weights": pruned, "quant": cc["quant"],
+        final, stage_cfg = runner.stage(cfg, "ppq_qat", {"weights": pruned, "quant": cc["quant"],
                                                    "prune": {**fpgm, "schedule": "oneshot"}, "train": qat},
                                   run_dir, progress)
         epoch_note = {"epochs": n + int(qat["epochs"]), "prune_epochs": n, "qat_epochs": int(qat["epochs"])}
@@ -124,9 +110,7 @@ def _report(cfg, method, data, baseline_path, final, stage_cfg, start, epoch_not
     check = compare(model, deploy, [b for b, _ in zip(loader, range(4))])
     save_deploy(deploy, os.path.join(run_dir, "deploy.pt"),
                 runner.recipe_of(config_mod.merge(cfg, {"quant": cc["quant"]}), data.num_classes))
-    kernels = {}
-    for r in layers:
-        kernels[r["kernel"] or "float"] = kernels.get(r["kernel"] or "float", 0) + 1
+    kernels = runner.kernel_counts(layers)
     result = {
         "method": method, "model": cfg["model"]["name"], "dataset": cfg["data"]["spec"], "start": start,
         "baseline_acc": base_acc, "compressed_acc": acc, "acc_drop": base_acc - acc, "masked_acc": masked_acc,

@@ -5,8 +5,8 @@
              on), or trained from scratch when no checkpoint is given
   SPQ        (Algorithm 1) APoT 4-bit fake quantization of weights and activations (first / last layer
              8-bit) with FPGM soft filter pruning: at every epoch end p % of each conv's filters, chosen on
-             the full-precision weights, are zeroed; they stay masked in the forward pass but keep their
-             gradient and may come back
+             the full-precision weights, are zeroed; they start the next epoch at zero (contributing
+             nothing), keep training and may come back (SFP semantics; see ``nn.qat``)
   PPQ        (Algorithm 2) full-precision training with progressive hard FPGM pruning (the ratio rises every
              floor(n / s) epochs up to p; pruned filters frozen at zero), then APoT QAT of the pruned model
              for m epochs at lr 0.01, masks kept

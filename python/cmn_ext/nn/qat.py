@@ -6,8 +6,13 @@ quantizer and a pruning mask (a buffer of the weight's shape, saved with the sta
     y = op(a_quant(x), w_quant(w) * mask)
 
 The mask multiplies after quantization because no quantizer maps 0 to 0 exactly (a binary sign sends 0 to
-+1). ``mask_mode="hard"`` blocks the gradient of pruned weights (PPQ, magnitude pruning); ``"soft"`` lets it
-through so pruned weights keep training and may be selected back (SPQ / soft filter pruning).
++1). ``mask_mode="hard"`` (PPQ, magnitude pruning) applies it and so blocks the gradient of pruned weights.
+``mask_mode="soft"`` (SPQ, soft filter pruning as in SFP/FPGM) does not apply it: the pruner zeroes the
+selected weights at each epoch end and they train freely from there, so they may be selected back. (Masking
+them in the forward pass with a straight-through gradient instead diverged: a channel held at zero has zero
+batch variance, batch norm then multiplies its gradient by 1/sqrt(eps) ~ 316 at every step, the pruned
+filters grow without bound and wreck APoT's weight standardisation — measured on ResNet-20: loss back at
+chance by the second epoch.)
 """
 
 from collections.abc import Mapping
@@ -16,7 +21,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..quant import bits_of, make_quantizer, ste
+from ..quant import bits_of, make_quantizer
 
 
 class _QuantMixin:
@@ -36,8 +41,7 @@ class _QuantMixin:
 
     def quantized_weight(self) -> torch.Tensor:
         w = self.weight if self.w_quant is None else self.w_quant(self.weight)
-        masked = w * self.weight_mask.to(w.dtype)
-        return ste(masked, w) if self.mask_mode == "soft" else masked
+        return w if self.mask_mode == "soft" else w * self.weight_mask.to(w.dtype)
 
     def quantized_input(self, x: torch.Tensor) -> torch.Tensor:
         return x if self.a_quant is None else self.a_quant(x)

@@ -1,9 +1,9 @@
 """Pruning of QConv2d / QLinear masks with a schedule: one-shot, soft (SPQ) or progressive hard (PPQ).
 
   oneshot       prune to ``ratio`` once, before training; masks hard
-  soft          SPQ / soft filter pruning: at every epoch end re-select from the full-precision weights and
-                zero the selected ones; the mask hides them in the forward pass but their gradient flows, so
-                they keep training and may come back at the next selection
+  soft          SPQ / soft filter pruning (SFP, FPGM): at every epoch end re-select from the full-precision
+                weights and zero the selected ones; they keep training from zero and may come back at the
+                next selection (see ``nn.qat`` for why the mask is not held in the forward pass)
   progressive   PPQ: the ratio rises to ``ratio`` in ``stages`` equal steps, one at the start of epochs
                 0, e, 2e, ... with e = max(1, epochs // stages) (PPQ's Algorithm 2, "epoch mod floor(n/s) = 0");
                 pruned weights are frozen at zero (hard mask, re-zeroed after every optimizer step) and stay

@@ -10,7 +10,8 @@ ratio phi, minimising the cascade's compute G under an accuracy floor eta.
   T     derived from the chosen tau on the training set
 
 Thresholds always come from the training set (``data.train_plain``); accuracies are measured on the
-validation split. Every (tau, phi) point is appended to <run_dir>/search.jsonl; the search resumes from it.
+validation split. Every (tau, phi) point is appended to <run_dir>/search.jsonl and every pruned 8-bit net is
+saved as hi_phi<phi>.pt; the search resumes from them.
 """
 
 import copy
@@ -95,6 +96,24 @@ class Algorithm1:
         cfg = dict(self.finetune)
         Trainer(hi, self.data, cfg, None, pruner=pruner, device=self.device, progress=self.progress).fit()
 
+    def _pruned(self, phi: int):
+        """The 8-bit net pruned (iteratively) to ``phi`` % and fine-tuned, with its validation predictions and
+        cost. The binary net is frozen and the fine-tune is seeded, so this sequence is the same for every tau:
+        each phi is computed once (and saved, for resume) and shared by all candidate recall rates."""
+        if phi in self.cache:
+            return self.cache[phi]
+        path = os.path.join(self.run_dir, f"hi_phi{phi}.pt")
+        previous = [p for p in self.prune if p < phi]
+        hi = copy.deepcopy(self._pruned(previous[-1])[0] if previous else self.hi)
+        if os.path.exists(path):
+            hi.load_state_dict(load(path)["model"])
+        else:
+            self._finetune(hi, phi / 100)
+            save_atomic({"model": hi.state_dict(), "phi": phi}, path)
+        _, pred, _ = confidences(hi, self.data.val, device=self.device, desc="8-bit/val")
+        self.cache[phi] = (hi, pred, model_cost(hi, self.input_size))
+        return self.cache[phi]
+
     def run(self) -> dict:
         os.makedirs(self.run_dir, exist_ok=True)
         self._stage_outputs()
@@ -102,30 +121,23 @@ class Algorithm1:
         S = candidate_set(tau0, self.span)
         _log(f"[cmn] eta = {self.eta:.4f} (floor {self.floor:.4f}); tau0 = {tau0}%; S = {S}; Phi = {self.prune}")
         done = {(r["tau"], r["phi"]): r for r in self._done()}
-        hi0 = copy.deepcopy(self.hi)
+        self.cache = {}
+        hi0 = self.hi
         best, rows = None, []
         for tau in S:
-            state_path = os.path.join(self.run_dir, f"hi_tau{tau}.pt")
-            hi = copy.deepcopy(hi0)
-            if os.path.exists(state_path):  # resume inside this tau's pruning sequence
-                hi.load_state_dict(load(state_path)["model"])
+            t = threshold_for_recall(self.lo_train_conf, tau / 100)
             for phi in self.prune:
-                key = (tau, phi)
-                if key in done:
-                    row = done[key]
+                if (tau, phi) in done:
+                    row = done[(tau, phi)]
                 else:
-                    self._finetune(hi, phi / 100)
-                    acc, ex, t = self.accuracy(hi, tau / 100)
-                    hi_cost = model_cost(hi, self.input_size)
+                    hi, hi_pred, hi_cost = self._pruned(phi)
+                    acc, ex = cascade_accuracy(self.lo_val_conf, self.lo_val_pred, hi_pred, self.val_labels, t)
                     g = paper_G(tau / 100, self.lo_cost, hi_cost)
                     row = {"tau": tau, "phi": phi, "accuracy": acc, "exit_rate": ex, "threshold": t, "G": g,
                            "avg_bits": avg_bits(g, self.fp_cost), "pruned": 1 - hi_cost.nonzero_params / max(1, hi_cost.params),
                            "ok": acc >= self.floor}
                     with open(self.rows_path, "a") as f:
                         f.write(json.dumps(row) + "\n")
-                    save_atomic({"model": hi.state_dict(), "phi": phi}, state_path)
-                    if row["ok"] and (best is None or g < best["G"]):
-                        save_atomic({"model": hi.state_dict(), "row": row}, os.path.join(self.run_dir, "best_hi.pt"))
                     _log(f"[cmn] tau {tau:>2}%  phi {phi:>2}%  val acc {acc:.4f}  exit {ex:.3f}  "
                          f"G {g / 1e6:.2f} M  avg bits {row['avg_bits']:.2f}" + ("" if row["ok"] else "  < eta: next tau"))
                 rows.append(row)
@@ -144,8 +156,7 @@ class Algorithm1:
                     "avg_bits": avg_bits(g, self.fp_cost), "pruned": 0.0, "ok": False, "fallback": True}
             return {"best": best, "threshold": t, "tau0": tau0, "S": S, "rows": rows, "initial": self.initial,
                     "hi": hi0}
-        hi_best = copy.deepcopy(hi0)
-        hi_best.load_state_dict(load(os.path.join(self.run_dir, "best_hi.pt"))["model"])
+        hi_best = self._pruned(best["phi"])[0]
         threshold = threshold_for_recall(self.lo_train_conf, best["tau"] / 100)
         return {"best": best, "threshold": threshold, "tau0": tau0, "S": S, "rows": rows, "initial": self.initial,
                 "hi": hi_best}

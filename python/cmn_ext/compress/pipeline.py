@@ -112,7 +112,7 @@ def _report(cfg, method, data, baseline_path, final, stage_cfg, start, epoch_not
                 runner.recipe_of(config_mod.merge(cfg, {"quant": cc["quant"]}), data.num_classes))
     kernels = runner.kernel_counts(layers)
     result = {
-        "method": method, "model": cfg["model"]["name"], "dataset": cfg["data"]["spec"], "start": start,
+        "method": method, "model": cfg["model"]["name"], "dataset": dataset_label(cfg["data"]["spec"]), "start": start,
         "baseline_acc": base_acc, "compressed_acc": acc, "acc_drop": base_acc - acc, "masked_acc": masked_acc,
         "size_bits": cost.size_bits, "baseline_size_bits": base_cost.size_bits,
         "size_reduction": base_cost.size_bits / cost.size_bits, "bops": cost.bops, "baseline_bops": base_cost.bops,
@@ -134,6 +134,12 @@ def _report(cfg, method, data, baseline_path, final, stage_cfg, start, epoch_not
         with open(path, "w") as f:
             json.dump({k: v for k, v in result.items() if k not in ("table", "cost_table", "run_dir")}, f, indent=2)
     return result
+
+
+def dataset_label(spec: str) -> str:
+    """The dataset spec without the machine's directories (results files are committed)."""
+    name, sep, arg = spec.partition(":")
+    return f"{name}{sep}{os.path.basename(arg.rstrip('/'))}" if arg else spec
 
 
 def table(results: list) -> str:

@@ -135,7 +135,7 @@ def _cmd_cascade(args) -> int:
         shutil.rmtree(run_dir)
     elif os.path.isdir(run_dir):
         runner.log(f"[cmn] continuing in {run_dir} (finished steps are reused; --restart starts over)")
-    report = pipeline.run(config_with_run_dir(cfg, run_dir), progress=not args.no_progress)
+    report = pipeline.run({**cfg, "run_dir": run_dir}, progress=not args.no_progress)
     if args.json:
         keep = {k: v for k, v in report.items() if k not in ("table", "cascades")}
         keep["cascades"] = [{k: v for k, v in c.items() if k not in ("search", "initial", "stages")}
@@ -147,10 +147,6 @@ def _cmd_cascade(args) -> int:
             print("\nplots: " + ", ".join(report["plots"]))
         print(f"report: {os.path.join(run_dir, 'report.json')}")
     return 0
-
-
-def config_with_run_dir(cfg: dict, run_dir: str) -> dict:
-    return {**cfg, "run_dir": run_dir}
 
 
 def main(argv=None) -> int:

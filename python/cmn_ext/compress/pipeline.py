@@ -25,7 +25,7 @@ import torch
 
 from .. import config as config_mod
 from .. import runner
-from ..cascade.pipeline import images_per_second
+from ..bench.throughput import images_per_second
 from ..metrics import compression_table, model_cost
 from ..nn import compare, convert, save_deploy
 from ..prune import remove_pruned_filters

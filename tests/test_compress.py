@@ -50,6 +50,26 @@ def test_spq_reselects_masks_each_epoch_and_pruned_weights_get_gradients():
     assert any(g[pruned_during_epoch2].abs().sum() > 0 for g in grads)
 
 
+def test_spq_final_model_compacts_to_the_same_function():
+    from cmn_ext.prune import remove_pruned_filters
+
+    model = quantize_model(build_model("resnet8"), APOT)
+    pruner = Pruner(model, "fpgm", 0.5, schedule="soft", exclude=[])
+    out = Trainer(model, _data(), dict(CFG, epochs=2, bn_recalibrate=2), None, pruner=pruner, progress=False).fit()
+    assert "final_top1" in out  # BN statistics re-estimated after the last zeroing, then evaluated
+    conv, bn = model.layer2[0].conv1, model.layer2[0].bn1
+    pruned = ~conv.filter_keep()
+    assert int(pruned.sum()) == 16
+    assert torch.all(bn.weight[pruned] == 0) and torch.all(bn.bias[pruned] == 0)
+    assert torch.all(bn.running_var[pruned] == 0)  # recalibrated: a zero filter has zero batch variance
+    model.eval()
+    x = torch.randn(4, 3, 16, 16)
+    with torch.no_grad():
+        masked = model(x)
+        assert remove_pruned_filters(model)["layer2.0.conv1"] == (32, 16)
+        torch.testing.assert_close(model(x), masked, rtol=0, atol=1e-5)
+
+
 def test_ppq_masks_only_grow_and_pruned_weights_stay_zero():
     model = quantize_model(build_model("resnet8"), None)
     layer = model.layer3[0].conv1
@@ -84,6 +104,8 @@ def test_pipeline_end_to_end(tmp_path, capsys, method):
     assert res["removed_filters"]["layer1.0.conv1"] == [16, 12]  # 16 - int(16 * 0.3)
     assert res["deploy"]["kernels"] == {"int8": 2, "apot": 6}
     assert res["deploy"]["check"]["argmax_agree"] == 1.0
+    # compaction keeps the function (up to float summation order at a quantizer's rounding boundary)
+    assert abs(res["masked_acc"] - res["compressed_acc"]) <= 1 / 64 + 1e-9
     saved = json.loads((results / f"spq_ppq_resnet8_{method}.json").read_text())
     assert saved["compressed_acc"] == res["compressed_acc"]
     assert (tmp_path / "run" / "deploy.pt").exists() and (tmp_path / "run" / "result.md").exists()

@@ -7,6 +7,7 @@ import sys
 
 import pytest
 import torch
+from torch import nn
 
 from cmn_ext.data import build_datasets
 from cmn_ext.models import build_model
@@ -124,3 +125,23 @@ def test_ddp_two_gloo_processes(tmp_path):
     rows = [json.loads(line) for line in open(tmp_path / "metrics.jsonl")]
     assert len(rows) == 2  # written by rank 0 only
     assert "rank" not in proc.stdout and json.loads(proc.stdout)["test"]["n"] == 48
+
+
+def test_recalibrate_bn_gives_the_exact_batch_statistics():
+    from cmn_ext.train import recalibrate_bn
+
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Conv2d(3, 4, 3, bias=False), nn.BatchNorm2d(4), nn.Dropout(0.5))
+    batches = [torch.randn(8, 3, 6, 6) for _ in range(3)]
+    net.eval()
+    assert recalibrate_bn(net, [(b, None) for b in batches], batches=2) == 2
+    assert not net.training and not net[1].training and net[1].momentum == 0.1  # modes and momentum restored
+    feats = torch.cat([net[0](b) for b in batches[:2]]).detach()
+    torch.testing.assert_close(net[1].running_mean, feats.mean((0, 2, 3)))
+    # the cumulative average of per-batch unbiased variances (what BatchNorm accumulates)
+    var = torch.stack([net[0](b).detach().var((0, 2, 3), unbiased=True) for b in batches[:2]]).mean(0)
+    torch.testing.assert_close(net[1].running_var, var)
+    with pytest.raises(ValueError, match="'batches' expected >= 1, got 0"):
+        recalibrate_bn(net, batches, batches=0)
+    with pytest.raises(ValueError, match="yielded no batches"):
+        recalibrate_bn(net, [], batches=1)

@@ -108,11 +108,13 @@ class Pruner:
         if self.schedule != "soft":
             self.enforce()
 
-    @torch.no_grad()
     def enforce(self) -> None:
         """Hard modes: re-zero pruned weights (and pruned channels' BN scale/shift) after an optimizer step."""
-        if self.schedule == "soft":
-            return
+        if self.schedule != "soft":
+            self._zero_pruned()
+
+    @torch.no_grad()
+    def _zero_pruned(self) -> None:
         for name, m in self.modules():
             m.weight.mul_(m.weight_mask.to(m.weight.dtype))
             bn_name = self.bn_of.get(name)
@@ -148,6 +150,10 @@ class Pruner:
                           f"{self.ratio:.3g} (epochs={self.epochs}, stages={self.stages})", stacklevel=2)
         for _, m in self.modules():
             m.mask_mode = "hard"
+        # A soft schedule ends with zeroed filters whose batch norms still add a constant shift; zero that
+        # too, so the pruned channels output exactly zero and physical removal keeps the function (the
+        # trainer then recalibrates the BN statistics, see Trainer.fit).
+        self._zero_pruned()
 
     def state_dict(self) -> dict:
         return {"current": self.current}

@@ -23,6 +23,7 @@ from torch.utils.data import Subset
 from tqdm import tqdm
 
 from . import distributed as ddp
+from .bn import recalibrate_bn
 from .checkpoint import load, save_atomic
 from .schedules import make_optimizer, make_schedule
 
@@ -70,8 +71,9 @@ class Trainer:
     validation split) after every epoch. ``pruner`` (a ``cmn_ext.prune.Pruner``) gets its schedule hooks.
 
     cfg keys: epochs, batch_size, optimizer (sgd|adam), lr, momentum, weight_decay, nesterov, schedule
-    (multistep|plateau|cosine|none) with milestones/gamma or factor/patience, amp, workers, seed, grad_clip.
-    ``record`` (default: cfg) is stored under "config" in the checkpoints.
+    (multistep|plateau|cosine|none) with milestones/gamma or factor/patience, amp, workers, seed, grad_clip,
+    bn_recalibrate (batches used to re-estimate BN statistics after a soft pruning schedule's last zeroing;
+    0 turns it off). ``record`` (default: cfg) is stored under "config" in the checkpoints.
     """
 
     def __init__(self, model: nn.Module, data, cfg: dict, run_dir: str | None = None, *, pruner=None,
@@ -195,6 +197,7 @@ class Trainer:
             row.update(self.train_epoch(epoch))
             if self.pruner is not None:
                 self.pruner.on_epoch_end(epoch)
+                self._recalibrate_after_zeroing(epoch)
             ev = evaluate(self.model, self.eval_set, batch_size=int(self.cfg.get("eval_batch_size", 256)),
                           device=self.device, amp=bool(self.cfg.get("amp", True)), progress=self.progress)
             row.update({f"{self.eval_split}_{k}": v for k, v in ev.items() if k != "n"})
@@ -217,6 +220,24 @@ class Trainer:
                     save_atomic(state, os.path.join(self.run_dir, "last.pt"))
                     if improved:
                         save_atomic(state, os.path.join(self.run_dir, "best.pt"))
+        out = {"best_top1": self.best, "epochs": self.epochs, "history": self.history}
         if self.pruner is not None:
             self.pruner.finalize()
-        return {"best_top1": self.best, "epochs": self.epochs, "history": self.history}
+            if self._recalibrate_after_zeroing(self.epochs):
+                ev = evaluate(self.model, self.eval_set, batch_size=int(self.cfg.get("eval_batch_size", 256)),
+                              device=self.device, amp=bool(self.cfg.get("amp", True)))
+                out["final_top1"] = ev["top1"]
+                if self.is_main:
+                    print(f"[train] final model, BN recalibrated: {self.eval_split} top1 {ev['top1']:.4f}",
+                          file=sys.stderr)
+        return out
+
+    def _recalibrate_after_zeroing(self, epoch: int) -> bool:
+        """A soft pruning schedule zeroes filters at every epoch end (and its finalize zeroes their BN scale and
+        shift), after the BN running statistics were collected: re-estimate them, so that validation and the
+        final model see the network as it now is. Training itself uses batch statistics and is unaffected."""
+        batches = int(self.cfg.get("bn_recalibrate", 100))
+        if self.pruner.schedule != "soft" or batches <= 0:
+            return False
+        recalibrate_bn(self.model, self._loader(epoch), batches, self.device)
+        return True

@@ -248,3 +248,19 @@ def merge(out_dir: str, parts: list[str]) -> str:
         env = env or d["environment"]
         rows += d["results"]
     return write(out_dir, env, rows)
+
+
+def main(family: str, argv=None) -> str:
+    """Command line of benchmarks/bench_<family>.py: run one family, write <out>/<device>_<family>.{json,md}."""
+    import argparse
+
+    parser = argparse.ArgumentParser(description=f"{family} kernels (CUDA C++ and Triton) against cuDNN / cuBLAS "
+                                                 "on the GPU, side by side in one run")
+    parser.add_argument("--out", default=os.path.join("benchmarks", "results"))
+    parser.add_argument("--dry-run", action="store_true", help="tiny shapes on the CPU: checks the harness only")
+    args = parser.parse_args(argv)
+    env = environment()
+    print(", ".join(f"{k} {v}" for k, v in env.items()), flush=True)
+    path = write(args.out, env, run(family, dry_run=args.dry_run), f"{device_slug(env)}_{family}")
+    print(path)
+    return path

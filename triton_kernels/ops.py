@@ -8,6 +8,7 @@ from cmn_ext.ops.epilogue import apply_epilogue, check_epilogue
 
 from . import checks
 from .binary_conv import binary_conv2d_acc
+from .common import INTERPRET
 from .igemm import APOT, INT8, UINT8, igemm, shift_add_table
 
 # custom ops cannot take keyword-only tensors: scale and bias come last among the positional arguments (after
@@ -17,6 +18,9 @@ EPI = ("Tensor? scale=None, Tensor? bias=None, *, bool relu=False, str output=\"
 
 
 def _epi(op, k, device, kw):
+    if device.type == "cpu" and not INTERPRET:
+        raise ValueError(f"{op}: Triton kernels run on CUDA tensors; got CPU tensors (use torch.ops.cmn.<op> on the "
+                         "CPU, or set TRITON_INTERPRET=1 before importing triton to run the interpreter)")
     check_epilogue(op, k, device, **kw)
     return kw
 

@@ -166,12 +166,13 @@ def test_fake_kernels_give_the_shapes():
 
 
 def test_cpu_tensors_without_the_interpreter_are_refused_clearly():
+    import os
     import subprocess
     import sys
 
     code = ("import cmn_ext, torch\n"
             "x = torch.zeros(1, 2, 2, 1, dtype=torch.int32)\n"
             "torch.ops.cmn.binary_conv2d_triton(x, torch.zeros(1, 1, 1, 1, dtype=torch.int32), 3, [1, 1], [0, 0], [1, 1])\n")
-    env = {k: v for k, v in __import__("os").environ.items() if k != "TRITON_INTERPRET"}
+    env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=120)
     assert r.returncode != 0 and "Triton kernels run on CUDA tensors; got CPU tensors" in r.stderr

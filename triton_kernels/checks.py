@@ -33,6 +33,19 @@ def pair(op, name, v, minimum):
     return int(v[0]), int(v[1])
 
 
+def packed_width(op, length_name, length, per, unit, **tensors):
+    """``length`` values packed ``per`` to a ``unit`` along the last dim of each tensor (name=(tensor, "pixel" |
+    "tap" | "row")). Checks the length is positive and every width matches; returns the width."""
+    if length < 1:
+        raise ValueError(f"{op}: argument '{length_name}' expected a positive int, got {length}")
+    width = (length + per - 1) // per
+    for name, (t, what) in tensors.items():
+        if t.shape[-1] != width:
+            raise ValueError(f"{op}: argument '{name}' expected {width} {unit} per {what} for {length_name}={length}, "
+                             f"got shape {list(t.shape)}")
+    return width
+
+
 def conv_out(op, h, w, kh, kw, stride, padding, dilation):
     sh, sw = pair(op, "stride", stride, 1)
     ph, pw = pair(op, "padding", padding, 0)

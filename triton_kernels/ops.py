@@ -37,13 +37,8 @@ def binary_conv2d_triton(x_bits, w_bits, in_channels, stride, padding, dilation,
     checks.rank(op, "x_bits", x_bits, 4, "[N, H, W, ceil(C/32)] from pack_bits")
     checks.rank(op, "w_bits", w_bits, 4, "[K, kh, kw, ceil(C/32)] from pack_bits")
     checks.same_device(op, x_bits=x_bits, w_bits=w_bits)
-    if in_channels < 1:
-        raise ValueError(f"{op}: argument 'in_channels' expected a positive int, got {in_channels}")
-    words = (in_channels + 31) // 32
-    for name, t, what in (("x_bits", x_bits, "pixel"), ("w_bits", w_bits, "tap")):
-        if t.shape[3] != words:
-            raise ValueError(f"{op}: argument '{name}' expected {words} packed words per {what} for "
-                             f"in_channels={in_channels}, got shape {list(t.shape)}")
+    checks.packed_width(op, "in_channels", in_channels, 32, "packed words", x_bits=(x_bits, "pixel"),
+                        w_bits=(w_bits, "tap"))
     ho, wo, geom = checks.conv_out(op, x_bits.shape[1], x_bits.shape[2], w_bits.shape[1], w_bits.shape[2], stride,
                                    padding, dilation)
     epi = _epi(op, w_bits.shape[0], x_bits.device, dict(scale=scale, bias=bias, relu=relu, output=output,
@@ -116,12 +111,7 @@ def apot_matmul_triton(a_packed, a_levels, b_packed, b_levels, k, method="auto",
     checks.rank(op, "a_packed", a_packed, 2, "[M, ceil(k/2)] from pack_int4")
     checks.rank(op, "b_packed", b_packed, 2, "[N, ceil(k/2)] from pack_int4")
     checks.same_device(op, a_packed=a_packed, a_levels=a_levels, b_packed=b_packed, b_levels=b_levels)
-    if k < 1:
-        raise ValueError(f"{op}: argument 'k' expected a positive int, got {k}")
-    kb = (k + 1) // 2
-    for name, t in (("a_packed", a_packed), ("b_packed", b_packed)):
-        if t.shape[1] != kb:
-            raise ValueError(f"{op}: argument '{name}' expected {kb} bytes per row for k={k}, got shape {list(t.shape)}")
+    kb = checks.packed_width(op, "k", k, 2, "bytes", a_packed=(a_packed, "row"), b_packed=(b_packed, "row"))
     shift, at, bt = _apot_tables(op, method, a_levels, "a_levels", b_levels, "b_levels", k)
     epi = _epi(op, b_packed.shape[0], a_packed.device, dict(scale=scale, bias=bias, relu=relu, output=output,
                                                              out_dtype=out_dtype, out_scale=out_scale))
@@ -143,13 +133,8 @@ def apot_conv2d_triton(x_packed, x_levels, w_packed, w_levels, in_channels, stri
     checks.rank(op, "x_packed", x_packed, 4, "[N, H, W, ceil(C/2)] (NHWC codes through pack_int4)")
     checks.rank(op, "w_packed", w_packed, 4, "[K, kh, kw, ceil(C/2)] (codes through pack_int4)")
     checks.same_device(op, x_packed=x_packed, x_levels=x_levels, w_packed=w_packed, w_levels=w_levels)
-    if in_channels < 1:
-        raise ValueError(f"{op}: argument 'in_channels' expected a positive int, got {in_channels}")
-    cb = (in_channels + 1) // 2
-    for name, t, what in (("x_packed", x_packed, "pixel"), ("w_packed", w_packed, "tap")):
-        if t.shape[3] != cb:
-            raise ValueError(f"{op}: argument '{name}' expected {cb} bytes per {what} for in_channels={in_channels}, "
-                             f"got shape {list(t.shape)}")
+    checks.packed_width(op, "in_channels", in_channels, 2, "bytes", x_packed=(x_packed, "pixel"),
+                        w_packed=(w_packed, "tap"))
     kh, kw = w_packed.shape[1], w_packed.shape[2]
     ho, wo, geom = checks.conv_out(op, x_packed.shape[1], x_packed.shape[2], kh, kw, stride, padding, dilation)
     shift, xt, wt = _apot_tables(op, method, x_levels, "x_levels", w_levels, "w_levels", in_channels * kh * kw)

@@ -17,9 +17,6 @@
 #include <c10/cuda/CUDAGuard.h>
 #include <c10/cuda/CUDAStream.h>
 
-#include <cstdlib>
-#include <cstring>
-
 namespace cmn {
 namespace {
 
@@ -175,14 +172,6 @@ void apot_acc(const at::Tensor& x, const LevelTable& xl, const at::Tensor& w, co
               reinterpret_cast<const uint32_t*>(wd.data_ptr()), acc.data_ptr<int32_t>(), s, int(R), stream);
 }
 
-bool use_gemv(int64_t M) {
-  const char* env = std::getenv("CMN_APOT_PATH");
-  if (env && std::strcmp(env, "gemv") == 0) return true;
-  if (env && std::strcmp(env, "mma") == 0) return false;
-  TORCH_CHECK_VALUE(!env || !*env, "CMN_APOT_PATH: expected \"mma\" or \"gemv\", got \"", env, "\"");
-  return M <= 16;
-}
-
 }  // namespace
 
 at::Tensor apot_matmul_cuda(const at::Tensor& a_packed, const at::Tensor& a_levels, const at::Tensor& b_packed,
@@ -194,7 +183,7 @@ at::Tensor apot_matmul_cuda(const at::Tensor& a_packed, const at::Tensor& a_leve
   const auto stream = c10::cuda::getCurrentCUDAStream();
   const auto a = a_packed.contiguous(), b = b_packed.contiguous();
   auto acc = at::empty({plan.M, plan.N}, a.options().dtype(at::kInt));
-  if (plan.method == ApotMethod::Int8 && use_gemv(plan.M)) {
+  if (plan.method == ApotMethod::Int8 && cuda::path_choice("CMN_APOT_PATH", "gemv", "mma", plan.M <= 16)) {
     const int64_t Kp = ceil_div(k, 8) * 8;  // whole dp4a pairs
     auto a_dec = at::zeros({plan.M, Kp}, a.options().dtype(at::kChar));
     const auto a_part = decode(a, plan.M, k, plan.a, stream);  // [M, roundup(k, 4)]

@@ -18,9 +18,6 @@
 #include <c10/cuda/CUDAGuard.h>
 #include <c10/cuda/CUDAStream.h>
 
-#include <cstdlib>
-#include <cstring>
-
 namespace cmn {
 namespace {
 
@@ -101,16 +98,8 @@ __global__ void weight_prep_kernel(const uint32_t* __restrict__ w, int32_t* __re
         w_plus[i * CW + c] = ~v & valid;
       }
     }
-    tap_pop[i] = pop;
+    if (tap_pop) tap_pop[i] = pop;
   }
-}
-
-bool use_mma(int64_t M, int64_t K) {
-  const char* env = std::getenv("CMN_BINARY_CONV_PATH");
-  if (env && std::strcmp(env, "mma") == 0) return true;
-  if (env && std::strcmp(env, "popc") == 0) return false;
-  TORCH_CHECK_VALUE(!env || !*env, "CMN_BINARY_CONV_PATH: expected \"mma\" or \"popc\", got \"", env, "\"");
-  return M >= 128 && K >= 32;  // below one CTA tile the tensor-core path is mostly padding
 }
 
 }  // namespace
@@ -133,7 +122,8 @@ at::Tensor binary_conv2d_cuda(const at::Tensor& x_bits, const at::Tensor& w_bits
   auto acc = at::empty({s.M(), g.K}, x.options());
   cuda::BinaryFix fix;
   at::Tensor xpop, nvalid, tap_pop, w_total, w_plus;
-  if (!use_mma(s.M(), g.K)) {
+  // below one CTA tile the tensor-core path is mostly padding
+  if (!cuda::path_choice("CMN_BINARY_CONV_PATH", "mma", "popc", s.M() >= 128 && g.K >= 32)) {
     direct_kernel<<<cuda::grid_for(s.M() * g.K), 256, 0, stream>>>(xp, wp, acc.data_ptr<int32_t>(), s, int(g.K),
                                                                    int(g.C), pm1);
     C10_CUDA_KERNEL_LAUNCH_CHECK();
@@ -144,11 +134,11 @@ at::Tensor binary_conv2d_cuda(const at::Tensor& x_bits, const at::Tensor& w_bits
                                                                  nvalid.data_ptr<int32_t>(), s);
     C10_CUDA_KERNEL_LAUNCH_CHECK();
     const int64_t taps = g.taps();
-    tap_pop = at::empty({g.K, taps}, x.options());
-    if (!pm1) w_plus = at::empty_like(w);
+    if (pm1) tap_pop = at::empty({g.K, taps}, x.options());  // "pm1" needs the filter bit counts,
+    else w_plus = at::empty_like(w);                         // "01" the +1 masks
     weight_prep_kernel<<<cuda::grid_for(g.K * taps), 256, 0, stream>>>(
-        wp, tap_pop.data_ptr<int32_t>(), pm1 ? nullptr : reinterpret_cast<uint32_t*>(w_plus.data_ptr<int32_t>()),
-        g.K * taps, int(CW), int(g.C));
+        wp, pm1 ? tap_pop.data_ptr<int32_t>() : nullptr,
+        pm1 ? nullptr : reinterpret_cast<uint32_t*>(w_plus.data_ptr<int32_t>()), g.K * taps, int(CW), int(g.C));
     C10_CUDA_KERNEL_LAUNCH_CHECK();
     const auto* w_operand = pm1 ? wp : reinterpret_cast<const uint32_t*>(w_plus.data_ptr<int32_t>());
     cuda::igemm(cuda::MmaKind::B1And, xp, w_operand, acc.data_ptr<int32_t>(), s, int(g.K), stream);

@@ -16,13 +16,13 @@ from __future__ import annotations
 import json
 import os
 import platform
-import statistics
-import time
 from dataclasses import dataclass
 from typing import Callable
 
 import torch
 import torch.nn.functional as F
+
+from .cpu import _time_us as cpu_time_us
 
 RESNET18 = [(256, 64, 56), (256, 128, 28), (256, 256, 14), (256, 512, 7)]  # (N, C=K, H=W), 3x3, pad 1
 RESNET20 = [(1024, 16, 32), (1024, 32, 16), (1024, 64, 8)]
@@ -37,7 +37,7 @@ class Case:
     op: str
     shape: str
     ops: float                               # arithmetic operations (2 per MAC) for TOPS
-    ours: dict[str, Callable[[], object]]     # backend -> run
+    ours: dict[str, tuple[Callable[[], object], dict]]  # backend -> (run, environment it needs)
     baselines: dict[str, Callable[[], object]]
 
 
@@ -47,13 +47,7 @@ def time_us(fn: Callable[[], object], device: str, reps: int = 20) -> float:
         from triton.testing import do_bench
 
         return 1000.0 * do_bench(fn, warmup=25, rep=100, return_mode="median")
-    fn()
-    samples = []
-    for _ in range(max(1, reps // 4)):
-        t0 = time.perf_counter()
-        fn()
-        samples.append(time.perf_counter() - t0)
-    return 1e6 * statistics.median(samples)
+    return cpu_time_us(fn, max(1, reps // 4), warmup=1)
 
 
 def _conv_baselines(x_float, w_float, device):
@@ -61,34 +55,22 @@ def _conv_baselines(x_float, w_float, device):
     if device == "cuda":
         xh, wh = x_float.half(), w_float.half()
         out["cuDNN fp16"] = lambda: F.conv2d(xh, wh, padding=1)
-
-        def tf32():
-            torch.backends.cuda.matmul.allow_tf32 = True
-            torch.backends.cudnn.allow_tf32 = True
-            return F.conv2d(x_float, w_float, padding=1)
-        out["cuDNN fp32/TF32"] = tf32
+        out["cuDNN fp32/TF32"] = lambda: F.conv2d(x_float, w_float, padding=1)  # TF32 switched on in run()
     else:
         out["torch fp32"] = lambda: F.conv2d(x_float, w_float, padding=1)
     return out
 
 
 def _backends(op_name, args, kwargs, env_var, paths, device, triton_ok):
-    """cmn backends of one op: the CUDA op under each path of ``env_var``, and the Triton op."""
+    """cmn backends of one op: the CUDA op under each path of ``env_var`` (set by ``run`` around the timing,
+    not inside the timed call), and the Triton op."""
     op = getattr(torch.ops.cmn, op_name)
     out = {}
     for path in paths:
-        def run(path=path):
-            if env_var:
-                os.environ[env_var] = path
-            try:
-                return op(*args, **kwargs)
-            finally:
-                if env_var:
-                    os.environ.pop(env_var, None)
-        out[f"{device}:{path}" if path else device] = run
+        out[f"{device}:{path}" if path else device] = (lambda: op(*args, **kwargs), {env_var: path} if env_var else {})
     if triton_ok:
         top = getattr(torch.ops.cmn, op_name + "_triton")
-        out["triton"] = lambda: top(*args, **kwargs)
+        out["triton"] = (lambda: top(*args, **kwargs), {})
     return out
 
 
@@ -136,7 +118,7 @@ def apot_cases(device: str, dry_run: bool, triton_ok: bool) -> list[Case]:
         paths = [""] if device == "cpu" else (["gemv", "mma"] if m <= 128 else ["mma"])
         ours = _backends("apot_matmul", (a, act, b, wgt, k, "int8"), {}, "CMN_APOT_PATH", paths, device, triton_ok)
         if device == "cuda" and m <= 16:
-            ours["cuda:shift_add"] = lambda a=a, b=b: torch.ops.cmn.apot_matmul(a, act, b, wgt, k, "shift_add")
+            ours["cuda:shift_add"] = (lambda a=a, b=b: torch.ops.cmn.apot_matmul(a, act, b, wgt, k, "shift_add"), {})
         base = {}
         if device == "cuda":
             ah, bh = torch.randn(m, k, device=device, dtype=torch.half), torch.randn(k, k, device=device, dtype=torch.half)
@@ -168,6 +150,7 @@ def run(family: str, *, dry_run: bool = False, progress: bool = True) -> list[di
     if device == "cpu" and not dry_run:
         raise RuntimeError("bench gpu: no CUDA device; use --dry-run to check the harness on the CPU")
     torch.backends.cudnn.benchmark = True
+    torch.backends.cudnn.allow_tf32 = True  # the fp32 baseline is cuDNN's fastest fp32 path, TF32
     triton_ok = device == "cuda" and hasattr(torch.ops.cmn, "binary_conv2d_triton")
     rows = []
     for case in FAMILIES[family](device, dry_run, triton_ok):
@@ -177,8 +160,17 @@ def run(family: str, *, dry_run: bool = False, progress: bool = True) -> list[di
                 base_times[name] = time_us(fn, device)
             except RuntimeError as e:  # a baseline that refuses the shape is reported, not faked
                 print(f"  baseline {name} unavailable for {case.shape}: {e}", flush=True)
-        for backend, fn in case.ours.items():
-            t = time_us(fn, device)
+        for backend, (fn, env) in case.ours.items():
+            saved = {k: os.environ.get(k) for k in env}
+            os.environ.update(env)
+            try:
+                t = time_us(fn, device)
+            finally:
+                for k, v in saved.items():
+                    if v is None:
+                        os.environ.pop(k, None)
+                    else:
+                        os.environ[k] = v
             for name, tb in base_times.items():
                 rows.append({"op": case.op, "backend": backend, "shape": case.shape, "time_us": round(t, 2),
                              "tops": round(case.ops / t / 1e6, 2), "baseline": name,

@@ -6,8 +6,9 @@
 #                                      # GPU image lacks (hypothesis and its deps) into .device/pylib (git-ignored)
 #   bash benchmarks/gpu.sh             # THERE, e.g. run(command="bash benchmarks/gpu.sh", carry=[".device"])
 #
-# Writes $OUT/build.log, $OUT/gpu_tests.log, $OUT/<device>_<family>.{json,md} and the merged
-# $OUT/<device>.{json,md} (commit the merged files under benchmarks/results/).
+# GPU_SH_STAGES picks stages (default "cuda triton opcheck bench"; the build always runs).
+# Writes $OUT/device.txt, build.log, tests.log, bench.log and the merged $OUT/<device>.{json,md} (commit these
+# two under benchmarks/results/). GPU_SH_FAMILIES picks benchmark families (default all three).
 set -uo pipefail
 cd "$(dirname "$0")/.."
 
@@ -32,6 +33,8 @@ fi
 
 OUT=${OUT:-benchmarks/results}
 mkdir -p "$OUT"
+TMP=$(mktemp -d)  # logs and per-family parts; only the merged files go to $OUT (the device returns 8 files)
+export CMAKE_BUILD_PARALLEL_LEVEL=${CMAKE_BUILD_PARALLEL_LEVEL:-$(nproc)}
 export PYTHONPATH="$PWD/.device/pylib${PYTHONPATH:+:$PYTHONPATH}"
 export TORCH_CUDA_ARCH_LIST=${TORCH_CUDA_ARCH_LIST:-9.0a}
 nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader | tee "$OUT/device.txt"
@@ -44,21 +47,36 @@ fi
 python -c 'import cmn_ext, json; print(json.dumps(cmn_ext.build_info()))' | tee -a "$OUT/build.log"
 echo "[gpu.sh] built in $((SECONDS - start)) s"
 
-echo "[gpu.sh] GPU tests"
-python -m pytest -q -p no:cacheprovider tests/test_cuda.py tests/test_triton.py tests/test_opcheck.py \
-  > "$OUT/gpu_tests.log" 2>&1
-echo "[gpu.sh] tests rc=$?"; tail -25 "$OUT/gpu_tests.log"
+# Each stage has its own time limit so that one slow or hanging stage still leaves the others' results under
+# $OUT (a device call is limited to 10 minutes). A kernel fault poisons the CUDA context of its process, so the
+# test files run in separate processes, with synchronous launches to name the faulting test.
+STAGES=${GPU_SH_STAGES:-"cuda triton opcheck bench"}
+run_tests() {  # name, limit (s), pytest arguments...
+  local name=$1 limit=$2; shift 2
+  echo "[gpu.sh] tests $name"
+  CUDA_LAUNCH_BLOCKING=1 timeout "$limit" python -m pytest -q -p no:cacheprovider -n 4 --tb=short "$@" \
+    > "$TMP/tests_$name.log" 2>&1
+  echo "[gpu.sh] tests $name rc=$?"; grep -E "^(FAILED|ERROR)" "$TMP/tests_$name.log" | head -20
+  tail -3 "$TMP/tests_$name.log"
+  { echo "===== tests $name"; cat "$TMP/tests_$name.log"; } >> "$OUT/tests.log"
+}
+[[ $STAGES == *cuda* ]] && run_tests cuda 200 tests/test_cuda.py
+[[ $STAGES == *triton* ]] && run_tests triton 150 tests/test_triton.py
+[[ $STAGES == *opcheck* ]] && run_tests opcheck 90 tests/test_opcheck.py -k "cuda or triton"
+[[ $STAGES == *bench* ]] || exit 0
 
 parts=()
-for fam in binary_conv int8_conv apot; do
+for fam in ${GPU_SH_FAMILIES:-binary_conv int8_conv apot}; do
   echo "[gpu.sh] bench $fam"
-  if path=$(python "benchmarks/bench_${fam}.py" --out "$OUT" | tee "$OUT/bench_${fam}.log" | tail -1); then
+  if path=$(timeout "${BENCH_LIMIT:-120}" python "benchmarks/bench_${fam}.py" --out "$TMP" \
+             | tee "$TMP/bench_${fam}.log" | tail -1) && [[ $path == *.json ]]; then
     parts+=("$path")
+    # merged after every family, so a later stage that runs out of time leaves the earlier results
+    python -c 'import sys; from cmn_ext.bench import gpu; print(gpu.merge(sys.argv[1], sys.argv[2:]))' \
+      "$OUT" "${parts[@]}"
   else
-    echo "[gpu.sh] bench $fam failed"; tail -20 "$OUT/bench_${fam}.log"
+    echo "[gpu.sh] bench $fam failed"; tail -20 "$TMP/bench_${fam}.log"
   fi
+  { echo "===== bench $fam"; cat "$TMP/bench_${fam}.log"; } >> "$OUT/bench.log"
 done
-if (( ${#parts[@]} )); then
-  python -c 'import sys; from cmn_ext.bench import gpu; print(gpu.merge(sys.argv[1], sys.argv[2:]))' "$OUT" "${parts[@]}"
-fi
 echo "[gpu.sh] done in $((SECONDS - start)) s"

@@ -7,6 +7,10 @@ cuDNN ``F.conv2d`` fp16 and fp32/TF32 (``cudnn.benchmark = True``), cuBLAS fp16 
 ``torch._int_mm``. Each record: op, backend, shape, time_us, tops, baseline, baseline_time_us, speedup
 (baseline time / ours: above 1 means cmn is faster).
 
+Before a backend is timed, its result on the first two images (rows) of the case is compared with the CPU
+kernel's, bit for bit; the record's ``exact`` field says whether it matched, so no speed is reported for a kernel
+that computes something else without it showing.
+
 ``dry_run=True`` runs tiny shapes on the CPU with the CPU kernels and an fp32 baseline: it checks the
 harness, not speed.
 """
@@ -33,12 +37,50 @@ DRY_M = [1, 5]
 
 
 @dataclass
+class Backend:
+    op: Callable[..., torch.Tensor]          # torch.ops.cmn.<name> or <name>_triton
+    args: tuple
+    kwargs: dict
+    env: dict                                # environment variables the path needs (set outside the timed call)
+
+    def __call__(self):
+        return self.op(*self.args, **self.kwargs)
+
+    def exact(self, cpu_op: Callable[..., torch.Tensor]) -> bool:
+        """This backend's result on the first two images (rows) of args[0] equals the CPU kernel's, bit for bit."""
+        small = (self.args[0][:2],) + self.args[1:]
+        with _environ(self.env):
+            got = self.op(*small, **self.kwargs).cpu()
+        to_cpu = lambda v: v.cpu() if isinstance(v, torch.Tensor) else v  # noqa: E731
+        want = cpu_op(*map(to_cpu, small), **{k: to_cpu(v) for k, v in self.kwargs.items()})
+        return got.dtype == want.dtype and torch.equal(got, want)
+
+
+@dataclass
 class Case:
     op: str
     shape: str
     ops: float                               # arithmetic operations (2 per MAC) for TOPS
-    ours: dict[str, tuple[Callable[[], object], dict]]  # backend -> (run, environment it needs)
+    ours: dict[str, Backend]
     baselines: dict[str, Callable[[], object]]
+
+
+class _environ:
+    """Set environment variables for a block, then restore them."""
+
+    def __init__(self, env: dict):
+        self.env, self.saved = env, {}
+
+    def __enter__(self):
+        self.saved = {k: os.environ.get(k) for k in self.env}
+        os.environ.update(self.env)
+
+    def __exit__(self, *exc):
+        for k, v in self.saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
 
 
 def time_us(fn: Callable[[], object], device: str, reps: int = 20) -> float:
@@ -67,10 +109,9 @@ def _backends(op_name, args, kwargs, env_var, paths, device, triton_ok):
     op = getattr(torch.ops.cmn, op_name)
     out = {}
     for path in paths:
-        out[f"{device}:{path}" if path else device] = (lambda: op(*args, **kwargs), {env_var: path} if env_var else {})
+        out[f"{device}:{path}" if path else device] = Backend(op, args, kwargs, {env_var: path} if env_var else {})
     if triton_ok:
-        top = getattr(torch.ops.cmn, op_name + "_triton")
-        out["triton"] = (lambda: top(*args, **kwargs), {})
+        out["triton"] = Backend(getattr(torch.ops.cmn, op_name + "_triton"), args, kwargs, {})
     return out
 
 
@@ -118,7 +159,7 @@ def apot_cases(device: str, dry_run: bool, triton_ok: bool) -> list[Case]:
         paths = [""] if device == "cpu" else (["gemv", "mma"] if m <= 128 else ["mma"])
         ours = _backends("apot_matmul", (a, act, b, wgt, k, "int8"), {}, "CMN_APOT_PATH", paths, device, triton_ok)
         if device == "cuda" and m <= 16:
-            ours["cuda:shift_add"] = (lambda a=a, b=b: torch.ops.cmn.apot_matmul(a, act, b, wgt, k, "shift_add"), {})
+            ours["cuda:shift_add"] = Backend(torch.ops.cmn.apot_matmul, (a, act, b, wgt, k, "shift_add"), {}, {})
         base = {}
         if device == "cuda":
             ah, bh = torch.randn(m, k, device=device, dtype=torch.half), torch.randn(k, k, device=device, dtype=torch.half)
@@ -160,25 +201,24 @@ def run(family: str, *, dry_run: bool = False, progress: bool = True) -> list[di
                 base_times[name] = time_us(fn, device)
             except RuntimeError as e:  # a baseline that refuses the shape is reported, not faked
                 print(f"  baseline {name} unavailable for {case.shape}: {e}", flush=True)
-        for backend, (fn, env) in case.ours.items():
-            saved = {k: os.environ.get(k) for k in env}
-            os.environ.update(env)
+        cpu_op = getattr(torch.ops.cmn, case.op)
+        for backend, run_it in case.ours.items():
             try:
-                t = time_us(fn, device)
-            finally:
-                for k, v in saved.items():
-                    if v is None:
-                        os.environ.pop(k, None)
-                    else:
-                        os.environ[k] = v
+                exact = run_it.exact(cpu_op)
+                with _environ(run_it.env):
+                    t = time_us(run_it, device)
+            except Exception as e:  # a backend that fails on a shape is reported, and the run goes on
+                print(f"  {case.op} {backend} failed on {case.shape}: {type(e).__name__}: {e}", flush=True)
+                continue
             for name, tb in base_times.items():
                 rows.append({"op": case.op, "backend": backend, "shape": case.shape, "time_us": round(t, 2),
                              "tops": round(case.ops / t / 1e6, 2), "baseline": name,
-                             "baseline_time_us": round(tb, 2), "speedup": round(tb / t, 3)})
+                             "baseline_time_us": round(tb, 2), "speedup": round(tb / t, 3), "exact": exact})
                 if progress:
                     r = rows[-1]
                     print(f"  {r['op']:<13} {backend:<14} {case.shape:<36} {t:>10.1f} us {r['tops']:>7.1f} TOPS  vs "
-                          f"{name:<22} {tb:>10.1f} us  x{r['speedup']:.2f}", flush=True)
+                          f"{name:<22} {tb:>10.1f} us  x{r['speedup']:.2f}{'' if exact else '  NOT EXACT'}",
+                          flush=True)
     return rows
 
 
@@ -211,11 +251,12 @@ def device_slug(env: dict) -> str:
 
 
 def markdown_table(rows: list[dict]) -> str:
-    lines = ["| op | backend | shape | cmn (us) | TOPS | baseline | baseline (us) | speedup |",
-             "|---|---|---|---:|---:|---|---:|---:|"]
+    lines = ["| op | backend | shape | cmn (us) | TOPS | baseline | baseline (us) | speedup | exact |",
+             "|---|---|---|---:|---:|---|---:|---:|---|"]
     for r in rows:
         lines.append(f"| {r['op']} | {r['backend']} | {r['shape']} | {r['time_us']:.1f} | {r['tops']:.1f} | "
-                     f"{r['baseline']} | {r['baseline_time_us']:.1f} | x{r['speedup']:.2f} |")
+                     f"{r['baseline']} | {r['baseline_time_us']:.1f} | x{r['speedup']:.2f} | "
+                     f"{'yes' if r.get('exact', True) else 'NO'} |")
     return "\n".join(lines)
 
 

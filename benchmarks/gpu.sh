@@ -10,6 +10,9 @@
 # Writes $OUT/device.txt, build.log, tests.log, bench.log and the merged $OUT/<device>.{json,md} (commit these
 # two under benchmarks/results/). GPU_SH_FAMILIES picks benchmark families (default all three).
 set -uo pipefail
+# the image's python3 (the one with torch) first on PATH: its pip, not a system pip without scikit-build-core
+PATH="$(dirname "$(command -v python3)"):$PATH"
+python() { command python3 "$@"; }  # "python" may be missing or another interpreter there
 cd "$(dirname "$0")/.."
 
 if [[ "${1:-}" == "--prepare" ]]; then
@@ -41,7 +44,7 @@ nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader | 
 
 echo "[gpu.sh] build"
 start=$SECONDS
-if ! pip install --no-build-isolation --no-deps -e . > "$OUT/build.log" 2>&1; then
+if ! python -m pip install --no-build-isolation --no-deps -e . > "$OUT/build.log" 2>&1; then
   tail -60 "$OUT/build.log"; exit 1
 fi
 python -c 'import cmn_ext, json; print(json.dumps(cmn_ext.build_info()))' | tee -a "$OUT/build.log"

@@ -176,3 +176,17 @@ def test_cpu_tensors_without_the_interpreter_are_refused_clearly():
     env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=120)
     assert r.returncode != 0 and "Triton kernels run on CUDA tensors; got CPU tensors" in r.stderr
+
+
+def test_annotations_spell_the_declared_schemas():
+    # torch releases without triton_op(schema=...) (2.11) infer the schema from the annotations: it must be the same
+    from torch._library.infer_schema import infer_schema
+
+    from triton_kernels import ops
+
+    for name in ops.TRITON_OPS:
+        declared = str(getattr(torch.ops.cmn, name).default._schema).split("(", 1)[1]
+        declared = declared.replace("int[2] ", "SymInt[] ").replace("float out_scale=1.", "float out_scale=1.0")
+        inferred = infer_schema(getattr(ops, name), mutates_args=()).lstrip("(")
+        inferred = inferred.replace("SymInt in_channels", "int in_channels").replace("SymInt k,", "int k,")
+        assert inferred == declared, name

@@ -2,7 +2,11 @@
 Same positional arguments, keyword-only epilogue and results as ``torch.ops.cmn.<op>`` (DESIGN 3.0); every
 schema of the Triton ops is declared here and nowhere else."""
 
+import inspect
+from typing import Optional
+
 import torch
+from torch import Tensor
 
 from cmn_ext.ops.epilogue import apply_epilogue, check_epilogue
 
@@ -17,6 +21,17 @@ EPI = ("Tensor? scale=None, Tensor? bias=None, *, bool relu=False, str output=\"
        "float out_scale=1.0")
 
 
+def _triton_op(name: str, schema: str):
+    """torch.library.triton_op with the declared schema where this torch takes one; older releases (2.11, the GPU
+    image's) infer it from the annotations, which spell the same signature (int[2] there reads SymInt[])."""
+    if "schema" in inspect.signature(torch.library.triton_op).parameters:
+        return torch.library.triton_op(name, mutates_args=(), schema=schema)
+    return torch.library.triton_op(name, mutates_args=())
+
+
+OptT = Optional[Tensor]
+
+
 def _epi(op, k, device, kw):
     if device.type == "cpu" and not INTERPRET:
         raise ValueError(f"{op}: Triton kernels run on CUDA tensors; got CPU tensors (use torch.ops.cmn.<op> on the "
@@ -25,11 +40,13 @@ def _epi(op, k, device, kw):
     return kw
 
 
-@torch.library.triton_op("cmn::binary_conv2d_triton", mutates_args=(), schema=(
+@_triton_op("cmn::binary_conv2d_triton", (
     "(Tensor x_bits, Tensor w_bits, int in_channels, int[2] stride, int[2] padding, int[2] dilation, "
     "str encoding=\"pm1\", " + EPI + ", str? out_encoding=None) -> Tensor"))
-def binary_conv2d_triton(x_bits, w_bits, in_channels, stride, padding, dilation, encoding="pm1", scale=None,
-                         bias=None, *, relu=False, output="int", out_dtype=None, out_scale=1.0, out_encoding=None):
+def binary_conv2d_triton(x_bits: Tensor, w_bits: Tensor, in_channels: int, stride: list[int], padding: list[int],
+                         dilation: list[int], encoding: str = "pm1", scale: OptT = None, bias: OptT = None, *,
+                         relu: bool = False, output: str = "int", out_dtype: Optional[torch.dtype] = None,
+                         out_scale: float = 1.0, out_encoding: Optional[str] = None) -> Tensor:
     op = "cmn::binary_conv2d_triton"
     checks.encoding(op, "encoding", encoding)
     checks.dtype(op, "x_bits", x_bits, torch.int32)
@@ -48,11 +65,13 @@ def binary_conv2d_triton(x_bits, w_bits, in_channels, stride, padding, dilation,
     return apply_epilogue(acc, default_encoding=encoding, **epi)
 
 
-@torch.library.triton_op("cmn::int8_conv2d_triton", mutates_args=(), schema=(
+@_triton_op("cmn::int8_conv2d_triton", (
     "(Tensor x, Tensor w, int[2] stride, int[2] padding, int[2] dilation, Tensor? keep=None, " + EPI +
     ", bool compact=False) -> Tensor"))
-def int8_conv2d_triton(x, w, stride, padding, dilation, keep=None, scale=None, bias=None, *, relu=False,
-                       output="int", out_dtype=None, out_scale=1.0, compact=False):
+def int8_conv2d_triton(x: Tensor, w: Tensor, stride: list[int], padding: list[int], dilation: list[int],
+                       keep: OptT = None, scale: OptT = None, bias: OptT = None, *, relu: bool = False,
+                       output: str = "int", out_dtype: Optional[torch.dtype] = None, out_scale: float = 1.0,
+                       compact: bool = False) -> Tensor:
     op = "cmn::int8_conv2d_triton"
     checks.dtype(op, "x", x, torch.int8, torch.uint8)
     checks.dtype(op, "w", w, torch.int8)
@@ -100,11 +119,12 @@ def _apot_tables(op, method, a_levels, a_name, b_levels, b_name, terms):
     return True, as_table[0], as_table[1]
 
 
-@torch.library.triton_op("cmn::apot_matmul_triton", mutates_args=(), schema=(
+@_triton_op("cmn::apot_matmul_triton", (
     "(Tensor a_packed, Tensor a_levels, Tensor b_packed, Tensor b_levels, int k, str method=\"auto\", " + EPI +
     ") -> Tensor"))
-def apot_matmul_triton(a_packed, a_levels, b_packed, b_levels, k, method="auto", scale=None, bias=None, *,
-                       relu=False, output="int", out_dtype=None, out_scale=1.0):
+def apot_matmul_triton(a_packed: Tensor, a_levels: Tensor, b_packed: Tensor, b_levels: Tensor, k: int,
+                       method: str = "auto", scale: OptT = None, bias: OptT = None, *, relu: bool = False,
+                       output: str = "int", out_dtype: Optional[torch.dtype] = None, out_scale: float = 1.0) -> Tensor:
     op = "cmn::apot_matmul_triton"
     checks.dtype(op, "a_packed", a_packed, torch.uint8)
     checks.dtype(op, "b_packed", b_packed, torch.uint8)
@@ -121,12 +141,13 @@ def apot_matmul_triton(a_packed, a_levels, b_packed, b_levels, k, method="auto",
     return apply_epilogue(acc.view(m, n), **epi)
 
 
-@torch.library.triton_op("cmn::apot_conv2d_triton", mutates_args=(), schema=(
+@_triton_op("cmn::apot_conv2d_triton", (
     "(Tensor x_packed, Tensor x_levels, Tensor w_packed, Tensor w_levels, int in_channels, int[2] stride, "
     "int[2] padding, int[2] dilation, str method=\"auto\", " + EPI + ") -> Tensor"))
-def apot_conv2d_triton(x_packed, x_levels, w_packed, w_levels, in_channels, stride, padding, dilation,
-                       method="auto", scale=None, bias=None, *, relu=False, output="int", out_dtype=None,
-                       out_scale=1.0):
+def apot_conv2d_triton(x_packed: Tensor, x_levels: Tensor, w_packed: Tensor, w_levels: Tensor, in_channels: int,
+                       stride: list[int], padding: list[int], dilation: list[int], method: str = "auto",
+                       scale: OptT = None, bias: OptT = None, *, relu: bool = False, output: str = "int",
+                       out_dtype: Optional[torch.dtype] = None, out_scale: float = 1.0) -> Tensor:
     op = "cmn::apot_conv2d_triton"
     checks.dtype(op, "x_packed", x_packed, torch.uint8)
     checks.dtype(op, "w_packed", w_packed, torch.uint8)

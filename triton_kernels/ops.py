@@ -24,9 +24,17 @@ EPI = ("Tensor? scale=None, Tensor? bias=None, *, bool relu=False, str output=\"
 def _triton_op(name: str, schema: str):
     """torch.library.triton_op with the declared schema where this torch takes one; older releases (2.11, the GPU
     image's) infer it from the annotations, which spell the same signature (int[2] there reads SymInt[])."""
-    if "schema" in inspect.signature(torch.library.triton_op).parameters:
-        return torch.library.triton_op(name, mutates_args=(), schema=schema)
-    return torch.library.triton_op(name, mutates_args=())
+    takes_schema = "schema" in inspect.signature(torch.library.triton_op).parameters
+
+    def register(fn):
+        PYTHON_FNS[name.split("::")[1]] = fn
+        if takes_schema:
+            return torch.library.triton_op(name, mutates_args=(), schema=schema)(fn)
+        return torch.library.triton_op(name, mutates_args=())(fn)
+    return register
+
+
+PYTHON_FNS = {}  # op name -> the annotated Python function it was registered from
 
 
 OptT = Optional[Tensor]

@@ -22,6 +22,16 @@ void validate_pack_int4(const at::Tensor& codes) {
   TORCH_CHECK_VALUE(codes.dim() >= 1, op, ": argument 'codes' expected at least 1 dimension [..., L], got a scalar");
 }
 
+void check_int4_codes_on_device(const at::Tensor& codes) {
+  // One reduction and a host sync: a code above 15 is a caller bug, never silently masked.
+  const auto bad = codes.reshape({-1}).gt(15);
+  if (!bad.any().item<bool>()) return;
+  const int64_t at_index = bad.to(at::kByte).argmax().item<int64_t>();
+  const int value = codes.reshape({-1}).select(0, at_index).item<int64_t>();
+  TORCH_CHECK_VALUE(false, "cmn::pack_int4: argument 'codes' expected values in 0..15, got ", value,
+                    " at flat index ", at_index);
+}
+
 BinaryConvPlan validate_binary_conv2d(const at::Tensor& x_bits, const at::Tensor& w_bits, int64_t in_channels,
                                       at::IntArrayRef stride, at::IntArrayRef padding, at::IntArrayRef dilation,
                                       std::string_view encoding) {

@@ -10,6 +10,8 @@ namespace cmn {
 
 BitEncoding validate_pack_bits(const at::Tensor& x, std::string_view encoding);
 void validate_pack_int4(const at::Tensor& codes);
+// The value check of pack_int4 for codes on an accelerator (ATen reductions; the CPU kernel checks inline).
+void check_int4_codes_on_device(const at::Tensor& codes);
 
 struct BinaryConvPlan {
   ConvGeom g;

@@ -6,7 +6,6 @@
 
 #include <ATen/Dispatch.h>
 #include <ATen/OpMathType.h>
-#include <ATen/ops/argmax.h>
 #include <ATen/ops/empty.h>
 #include <c10/cuda/CUDAException.h>
 #include <c10/cuda/CUDAGuard.h>
@@ -76,13 +75,7 @@ at::Tensor pack_int4_cuda(const at::Tensor& codes_in) {
   shape.back() = Lb;
   auto out = at::empty(shape, codes.options());
   if (codes.numel() == 0) return out;
-  // A code above 15 is a caller bug, never silently masked (one reduction and a host sync).
-  const auto bad = codes.gt(15).flatten();
-  if (bad.any().item<bool>()) {
-    const int64_t at_index = at::argmax(bad.to(at::kByte)).item<int64_t>();
-    TORCH_CHECK_VALUE(false, "cmn::pack_int4: argument 'codes' expected values in 0..15, got ",
-                      int(codes.flatten()[at_index].item<uint8_t>()), " at flat index ", at_index);
-  }
+  check_int4_codes_on_device(codes);
   pack_int4_kernel<<<grid_for(out.numel()), 256, 0, c10::cuda::getCurrentCUDAStream()>>>(
       codes.data_ptr<uint8_t>(), out.data_ptr<uint8_t>(), rows, L, Lb);
   C10_CUDA_KERNEL_LAUNCH_CHECK();

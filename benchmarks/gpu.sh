@@ -42,6 +42,9 @@ export PYTHONPATH="$PWD/.device/pylib${PYTHONPATH:+:$PYTHONPATH}"
 export TORCH_CUDA_ARCH_LIST=${TORCH_CUDA_ARCH_LIST:-9.0a}
 nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader | tee "$OUT/device.txt"
 
+# The GPU image's $CXX (/opt/gcc) links libstdc++ statically into the module; next to torch's shared libstdc++ in
+# the same process, formatting an integer into an error message then segfaults. Build with the system compilers.
+if [[ -x /usr/bin/g++ && -x /usr/bin/gcc ]]; then export CC=/usr/bin/gcc CXX=/usr/bin/g++; fi
 echo "[gpu.sh] build"
 start=$SECONDS
 if ! python -m pip install --no-build-isolation --no-deps -e . > "$OUT/build.log" 2>&1; then
@@ -63,7 +66,7 @@ run_tests() {  # name, limit (s), pytest arguments...
   tail -3 "$TMP/tests_$name.log"
   { echo "===== tests $name"; cat "$TMP/tests_$name.log"; } >> "$OUT/tests.log"
 }
-[[ $STAGES == *cuda* ]] && run_tests cuda 200 tests/test_cuda.py
+[[ $STAGES == *cuda* ]] && run_tests cuda 200 tests/test_cuda.py tests/test_errors.py
 [[ $STAGES == *triton* ]] && run_tests triton 150 tests/test_triton.py
 [[ $STAGES == *opcheck* ]] && run_tests opcheck 90 tests/test_opcheck.py -k "cuda or triton"
 [[ $STAGES == *bench* ]] || exit 0

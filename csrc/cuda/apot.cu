@@ -38,6 +38,22 @@ __global__ void decode_kernel(const uint8_t* __restrict__ codes, int8_t* __restr
   }
 }
 
+// The same for C % 8 == 0 (rows are whole 32-bit words of codes): 8 codes in, two words of levels out.
+__global__ void decode8_kernel(const uint32_t* __restrict__ codes, uint32_t* __restrict__ out, int64_t words,
+                               Levels lv) {
+  for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < words; i += int64_t(gridDim.x) * blockDim.x) {
+    const uint32_t c = __ldg(codes + i);
+    uint32_t lo = 0, hi = 0;
+#pragma unroll
+    for (int e = 0; e < 4; ++e) {
+      lo |= (uint32_t(lv.v[(c >> (4 * e)) & 15]) & 0xffu) << (8 * e);
+      hi |= (uint32_t(lv.v[(c >> (16 + 4 * e)) & 15]) & 0xffu) << (8 * e);
+    }
+    out[2 * i] = lo;
+    out[2 * i + 1] = hi;
+  }
+}
+
 constexpr int GEMV_MT = 8;  // activation rows per CTA; one warp per weight row
 
 __device__ __forceinline__ int32_t pack4(int32_t a, int32_t b, int32_t c, int32_t d) {
@@ -108,7 +124,7 @@ Levels shift_descriptors(const LevelTable& t) {
   return d;
 }
 
-// acc [M, R]: one thread per output, sum over in-frame taps and channels of sign * ((x << p) + (x << q)).
+// acc [N, R, P]: one thread per output, sum over in-frame taps and channels of sign * ((x << p) + (x << q)).
 __global__ void shift_add_kernel(const uint8_t* __restrict__ x, const uint8_t* __restrict__ w,
                                  int32_t* __restrict__ acc, ConvShape s, int64_t C, int64_t CB, int R, Levels xl,
                                  Levels wd) {
@@ -134,7 +150,7 @@ __global__ void shift_add_kernel(const uint8_t* __restrict__ x, const uint8_t* _
         }
       }
     }
-    acc[i] = sum;
+    acc[cuda::acc_index(s, R, m, r)] = sum;
   }
 }
 
@@ -148,13 +164,21 @@ at::Tensor decode(const at::Tensor& codes, int64_t rows, int64_t C, const LevelT
   const int64_t CB = ceil_div(C, 2), Cp = ceil_div(C, 4) * 4;
   auto out = at::empty({rows, Cp}, codes.options().dtype(at::kChar));
   if (out.numel() == 0) return out;
+  if (C % 8 == 0 && reinterpret_cast<uintptr_t>(codes.data_ptr()) % 4 == 0) {  // word-wide, memory-bound
+    const int64_t words = rows * CB / 4;
+    decode8_kernel<<<cuda::grid_for(words), 256, 0, stream>>>(reinterpret_cast<const uint32_t*>(codes.data_ptr()),
+                                                              reinterpret_cast<uint32_t*>(out.data_ptr()), words,
+                                                              levels_of(t));
+    C10_CUDA_KERNEL_LAUNCH_CHECK();
+    return out;
+  }
   decode_kernel<<<cuda::grid_for(out.numel()), 256, 0, stream>>>(codes.data_ptr<uint8_t>(), out.data_ptr<int8_t>(),
                                                                  rows, C, CB, Cp, levels_of(t));
   C10_CUDA_KERNEL_LAUNCH_CHECK();
   return out;
 }
 
-// The shared core: acc [M, R] for x codes (NHWC) and w codes ([R, kh, kw, CB]) of the conv shape s (in bytes).
+// The shared core: acc [N, R, P] for x codes (NHWC) and w codes ([R, kh, kw, CB]) of the conv shape s (in bytes).
 void apot_acc(const at::Tensor& x, const LevelTable& xl, const at::Tensor& w, const LevelTable& wl, int64_t C,
               ConvShape s, int64_t R, ApotMethod method, at::Tensor& acc, cudaStream_t stream) {
   const int64_t CB = ceil_div(C, 2);
@@ -213,7 +237,7 @@ at::Tensor apot_conv2d_cuda(const at::Tensor& x_packed, const at::Tensor& x_leve
   if (ep.out.numel() == 0) return ep.out;
   const auto stream = c10::cuda::getCurrentCUDAStream();
   const auto s = cuda::conv_shape(g, ceil_div(g.C, 4));
-  auto acc = at::empty({s.M(), g.K}, x_packed.options().dtype(at::kInt));
+  auto acc = at::empty({g.N, g.K, s.P()}, x_packed.options().dtype(at::kInt));
   apot_acc(x_packed.contiguous(), plan.x, w_packed.contiguous(), plan.w, g.C, s, g.K, plan.method, acc, stream);
   cuda::run_epilogue(ep, acc, at::Tensor(), cuda::BinaryFix{}, stream);
   return ep.out;

@@ -58,7 +58,7 @@ __global__ void direct_kernel(const uint32_t* __restrict__ x, const uint32_t* __
         }
       }
     }
-    acc[i] = pm1 ? nvalid * C - 2 * cnt : 2 * cnt - xpop;
+    acc[acc_index(s, K, i / K, k)] = pm1 ? nvalid * C - 2 * cnt : 2 * cnt - xpop;
   }
 }
 
@@ -119,7 +119,7 @@ at::Tensor binary_conv2d_cuda(const at::Tensor& x_bits, const at::Tensor& w_bits
   const auto* xp = reinterpret_cast<const uint32_t*>(x.data_ptr<int32_t>());
   const auto* wp = reinterpret_cast<const uint32_t*>(w.data_ptr<int32_t>());
   const auto s = cuda::conv_shape(g, CW);
-  auto acc = at::empty({s.M(), g.K}, x.options());
+  auto acc = at::empty({g.N, g.K, s.P()}, x.options());
   cuda::BinaryFix fix;
   at::Tensor xpop, nvalid, tap_pop, w_total, w_plus;
   // below one CTA tile the tensor-core path is mostly padding

@@ -42,7 +42,7 @@ at::Tensor int8_conv2d_cuda(const at::Tensor& x, const at::Tensor& w, at::IntArr
   if (ep.out.numel() == 0) return ep.out;
   const auto stream = c10::cuda::getCurrentCUDAStream();
   const auto s = cuda::conv_shape(g, ceil_div(g.C, 4));
-  auto acc = at::empty({s.M(), R}, x.options().dtype(at::kInt));
+  auto acc = at::empty({g.N, R, s.P()}, x.options().dtype(at::kInt));
   if (R > 0) {
     at::Tensor w_kept = w;
     if (!plan.w_compacted && R != g.K) {

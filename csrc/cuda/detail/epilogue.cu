@@ -20,10 +20,12 @@ struct Params {
   BinaryFix fix;
 };
 
+// row = n * P + pix; acc is [N, R, P] (cuda/detail/igemm.cuh)
 __device__ __forceinline__ int32_t value(const Params& p, int64_t row, int64_t k) {
   const int64_t r = p.row_of_channel ? p.row_of_channel[k] : k;
   if (r < 0) return 0;
-  const int32_t a = p.acc[row * p.R + r];
+  const int64_t n = row / p.P, pix = row - n * p.P;
+  const int32_t a = p.acc[(n * p.R + r) * p.P + pix];
   const BinaryFix& f = p.fix;
   if (f.mode == BinaryFix::PM1) {
     // sum (1 - 2 xb)(1 - 2 wb) over valid taps = n - 2 popc(x) - 2 popc(w) + 4 popc(x AND w)
@@ -31,7 +33,6 @@ __device__ __forceinline__ int32_t value(const Params& p, int64_t row, int64_t k
     const int32_t nvalid = f.row_nvalid[row];
     int32_t wpop = f.w_total[r];
     if (nvalid < taps) {  // border pixel: drop the filter bits of the taps outside the frame
-      const int64_t pix = row % p.P;
       const int ho = int(pix / f.s.Wo), wo = int(pix % f.s.Wo);
       for (int kh = 0; kh < f.s.KH; ++kh) {
         const int hi = ho * f.s.sh - f.s.ph + kh * f.s.dh;

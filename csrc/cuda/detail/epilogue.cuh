@@ -1,5 +1,5 @@
 // The fused epilogue on CUDA (same arithmetic as csrc/common/epilogue.h): reads GEMM accumulators
-// acc [N * P, R] (row = image pixel, column = computed filter), maps output channel k to its column
+// acc [N, R, P] (cuda/detail/igemm.cuh: image, computed filter, pixel), maps output channel k to its column
 // (row_of_channel; -1 = pruned, acc 0), applies an optional binary-conv correction, then scale, bias, ReLU
 // and the output conversion into the tensor Epilogue::make allocated.
 #pragma once

@@ -122,7 +122,7 @@ __global__ void __launch_bounds__(THREADS) igemm_kernel(const uint32_t* __restri
       for (int e = 0; e < 4; ++e) {
         const int64_t row = m0 + wm * 32 + i * 16 + g + (e >= 2 ? 8 : 0);
         const int col = r0 + wn * 32 + j * 8 + t * 2 + (e & 1);
-        if (row < M && col < R) acc[row * R + col] = c[i][j][e];
+        if (row < M && col < R) acc[acc_index(s, R, row, col)] = c[i][j][e];
       }
 }
 

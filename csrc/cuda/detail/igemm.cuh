@@ -3,7 +3,9 @@
 // Operands are 32-bit words: 4 int8 / uint8 values, or 32 bits of a binary tensor. Activations are NHWC
 // words [N, H, W, CW]; weights are rows [R, KH * KW * CW] in (kh, kw, word) order. Row m of the GEMM is the
 // output pixel (n, ho, wo), column r a filter, and the reduction runs over (tap, word) with zero words for
-// taps outside the frame (exact zero padding). The result is acc [M, R] int32, M = N * Ho * Wo.
+// taps outside the frame (exact zero padding). The result is acc [N, R, Ho * Wo] int32 (M = N * Ho * Wo rows
+// stored channel-major per image, see acc_index): the epilogue then reads it with coalesced loads while
+// writing NCHW; for a matmul (Ho = Wo = 1) it is plainly [M, R].
 //
 //   S8S8   mma.sync m16n8k32 s8 x s8        (int8 conv, decoded APoT levels)
 //   U8S8   mma.sync m16n8k32 u8 x s8        (uint8 activations)
@@ -28,9 +30,16 @@ struct ConvShape {
   int sh, sw, ph, pw, dh, dw;
   __host__ __device__ int64_t M() const { return int64_t(N) * Ho * Wo; }
   __host__ __device__ int64_t row_len() const { return int64_t(KH) * KW * CW; }
+  __host__ __device__ int64_t P() const { return int64_t(Ho) * Wo; }
 };
 
-// acc [M, R] = implicit GEMM of x words and w rows (both device pointers), on `stream`.
+// Where GEMM element (row m = (n, pixel), column r) lives in acc [N, R, P].
+__host__ __device__ __forceinline__ int64_t acc_index(const ConvShape& s, int64_t R, int64_t m, int64_t r) {
+  const int64_t P = s.P();
+  return ((m / P) * R + r) * P + m % P;
+}
+
+// acc [N, R, P] = implicit GEMM of x words and w rows (both device pointers), on `stream`.
 void igemm(MmaKind kind, const uint32_t* x, const uint32_t* w, int32_t* acc, const ConvShape& s, int R,
            cudaStream_t stream);
 

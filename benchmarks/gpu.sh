@@ -42,8 +42,8 @@ export PYTHONPATH="$PWD/.device/pylib${PYTHONPATH:+:$PYTHONPATH}"
 export TORCH_CUDA_ARCH_LIST=${TORCH_CUDA_ARCH_LIST:-9.0a}
 nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader | tee "$OUT/device.txt"
 
-# The GPU image's $CXX (/opt/gcc) links libstdc++ statically into the module; next to torch's shared libstdc++ in
-# the same process, formatting an integer into an error message then segfaults. Build with the system compilers.
+# The GPU image sets CXX to its own /opt/gcc; build with the system compilers, the ones its libstdc++ belongs to.
+# (A CUDA build there still segfaults on integer error messages: README "Known problem on the GPU image".)
 if [[ -x /usr/bin/g++ && -x /usr/bin/gcc ]]; then export CC=/usr/bin/gcc CXX=/usr/bin/g++; fi
 echo "[gpu.sh] build"
 start=$SECONDS

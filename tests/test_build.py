@@ -45,3 +45,20 @@ def test_cli_info_json():
 
 def test_triton_kernels_ship_inside_the_package():
     import cmn_ext.triton_kernels  # noqa: F401
+
+
+def test_module_does_not_define_its_own_iostream_code():
+    """A build whose objects instantiate libstdc++'s stream templates themselves exports them, and formatting an
+    integer into an error message then segfaulted (seen on the GPU image with the CUDA sources built)."""
+    import shutil
+    import subprocess
+
+    import cmn_ext._C as lib
+
+    if shutil.which("nm") is None:
+        pytest.skip("nm (binutils) is not installed")
+    defined = subprocess.run(["nm", "-D", "--defined-only", lib.__file__], capture_output=True, text=True,
+                             check=True).stdout
+    assert "_ZNSo9_M_insertIlEERSoT_" not in defined  # std::ostream::_M_insert<long>
+    with pytest.raises(ValueError, match="got 16 at flat index 0"):
+        torch.ops.cmn.pack_int4(torch.tensor([[16]], dtype=torch.uint8))

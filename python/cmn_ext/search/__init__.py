@@ -1,0 +1,9 @@
+"""APQ: joint architecture / pruning / quantization search (search space and encoding, accuracy predictor,
+evolutionary search). See README "APQ"."""
+
+from .evolution import EvolutionConfig, EvolutionResult, evolve
+from .predictor import AccuracyPredictor, fit, pairwise_accuracy, transfer
+from .space import LAYERS_PER_BLOCK, Arch, SearchSpace
+
+__all__ = ["Arch", "SearchSpace", "LAYERS_PER_BLOCK", "AccuracyPredictor", "fit", "transfer", "pairwise_accuracy",
+           "EvolutionConfig", "EvolutionResult", "evolve"]

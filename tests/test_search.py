@@ -127,3 +127,140 @@ def test_evolution_reports_an_impossible_budget():
                EvolutionConfig(population=2, parents=1, generations=1, max_tries=3))
     with pytest.raises(ValueError, match="'parents' expected 1..population"):
         EvolutionConfig(population=4, parents=5)
+
+
+# ---- supernet, pairs, cost table, the whole pipeline ----------------------------------------------------------
+TINY = SearchSpace(stages=((16, 1), (24, 2)), depths=(1, 2), kernels=(3, 5), expands=(2, 3), bits=(4, 8),
+                   stem_channels=8, first_block_channels=8)
+
+
+def _tiny_net():
+    from cmn_ext.search.supernet import ElasticMobileNetV2
+
+    torch.manual_seed(0)
+    net = ElasticMobileNetV2(TINY, 10, last_channels=32)
+    for m in net.modules():  # non-trivial BN statistics, so that slicing errors would show
+        if isinstance(m, torch.nn.BatchNorm2d):
+            m.running_mean.uniform_(-0.5, 0.5)
+            m.running_var.uniform_(0.5, 2.0)
+            m.weight.data.uniform_(0.5, 1.5)
+    return net.eval()
+
+
+def test_extracted_subnet_equals_the_supernet():
+    net, x = _tiny_net(), torch.randn(2, 3, 12, 12)
+    rng = random.Random(3)
+    for _ in range(6):
+        arch = TINY.sample(rng, quantized=False)
+        net.set_active(arch)
+        sub = net.extract(arch).eval()
+        assert len(sub.blocks) == sum(arch.depths)
+        torch.testing.assert_close(sub(x), net(x), rtol=1e-5, atol=1e-5)
+
+
+def test_channel_sorting_keeps_the_largest_network():
+    net, x = _tiny_net(), torch.randn(2, 3, 12, 12)
+    net.set_active(TINY.largest())
+    before = net(x)
+    net.sort_channels()
+    torch.testing.assert_close(net(x), before, rtol=1e-4, atol=1e-5)
+    block = net.blocks[0]
+    norms = block.project.weight.abs().sum(dim=(0, 2, 3))
+    assert bool((norms[:-1] >= norms[1:]).all())
+
+
+def test_progressive_shrinking_phases():
+    from cmn_ext.search.supernet import phase_sampler
+
+    rng = random.Random(0)
+    big = TINY.largest()
+    for phase, free in (("largest", set()), ("kernel", {"kernels"}), ("depth", {"kernels", "depths"}),
+                        ("expand", {"kernels", "depths", "expands"})):
+        sample = phase_sampler(TINY, phase, rng)
+        seen = [sample() for _ in range(30)]
+        for field in ("kernels", "depths", "expands"):
+            varies = any(getattr(a, field) != getattr(big, field) for a in seen)
+            assert varies == (field in free), (phase, field)
+    with pytest.raises(ValueError, match="phase expected one of"):
+        phase_sampler(TINY, "width", rng)
+
+
+def test_quantized_subnet_has_the_policy():
+    from cmn_ext.nn.qat import qlayers
+    from cmn_ext.search.pairs import quantize_subnet
+
+    net = _tiny_net()
+    arch = TINY.sample(random.Random(4))
+    sub = quantize_subnet(net.extract(arch), TINY, arch)
+    layers = dict(qlayers(sub))
+    active = [i for i, (s, j, *_r) in enumerate(TINY.block_slots()) if j < arch.depths[s]]
+    for b, i in enumerate(active):
+        for layer, suffix in enumerate(("conv.0.0", "conv.1.0", "conv.2.0")):
+            m = layers[f"blocks.{b}.{suffix}"]
+            assert (m.w_quant.bits, m.a_quant.bits) == (arch.wbits[i][layer], arch.abits[i][layer])
+    assert layers["stem.0"].w_quant.bits == 8
+
+
+def test_pairs_are_resumable_and_sharded(tmp_path, monkeypatch):
+    from cmn_ext.search import pairs
+
+    calls = []
+    monkeypatch.setattr(pairs, "measure", lambda net, arch, *a, **k: calls.append(arch) or 0.5)
+    net = _tiny_net()
+    for rank in (0, 1):
+        pairs.collect(net, str(tmp_path), "fp", 5, None, None, shard=(rank, 2), progress=False)
+    got = pairs.load(str(tmp_path), "fp")
+    assert [p["index"] for p in got] == [0, 1, 2, 3, 4] and len(calls) == 5
+    pairs.collect(net, str(tmp_path), "fp", 7, None, None, progress=False)  # only 5 and 6 are new
+    assert len(calls) == 7 and len(pairs.load(str(tmp_path), "fp")) == 7
+    assert Arch.from_dict(got[3]["arch"]).to_dict() == pairs.arch_for_index(TINY, 0, 3, False).to_dict()
+    with pytest.raises(ValueError, match="'shard' expected"):
+        pairs.collect(net, str(tmp_path), "fp", 1, None, None, shard=(2, 2))
+
+
+def test_cost_table_sums_measured_layers(tmp_path):
+    from cmn_ext.search.cost import CostTable, layer_key, measure_layer
+
+    fake = lambda layer: (layer[6] * 1e-6 + layer[7] * 1e-3, "fake")  # noqa: E731  deterministic "measurement"
+    table = CostTable(str(tmp_path / "t.json"), "cpu", measure=fake)
+    arch = TINY.sample(random.Random(5))
+    layers = TINY.layer_costs(arch, 12)
+    assert table.latency_ms(TINY, arch, 12) == pytest.approx(sum(fake(l)[0] for l in layers))
+    assert table.measured == len({layer_key(l) for l in layers})
+    table.latency_ms(TINY, arch, 12)
+    assert table.measured == len({layer_key(l) for l in layers})  # looked up, not measured again
+    table.save()
+    again = CostTable(str(tmp_path / "t.json"), "cpu", measure=lambda layer: pytest.fail("measured again"))
+    assert again.latency_ms(TINY, arch, 12) == pytest.approx(table.latency_ms(TINY, arch, 12))
+    # the real measurement: our int8 kernel for dense 1x1 layers, PyTorch's conv for depthwise ones
+    dense = next(l for l in layers if l[0] == "expand")
+    dw = next(l for l in layers if l[0] == "depthwise")
+    (ms1, k1), (ms2, k2) = measure_layer(dense, reps=2), measure_layer(dw, reps=2)
+    assert ms1 > 0 and ms2 > 0 and k1 == "cmn.int8_conv2d" and k2.startswith("torch conv2d")
+
+
+def test_cmn_search_end_to_end(tmp_path):
+    import json
+
+    from cmn_ext.cli import main
+
+    run = tmp_path / "apq"
+    args = ["search", f"run_dir={run}", "data.image_size=8", "data.limit={train: 192, val: 96, test: 96}",
+            "search.supernet.epochs={largest: 1, kernel: 1, depth: 1, expand: 1}", "search.supernet.last_channels=32",
+            "search.pairs.fp=16", "search.pairs.quant=12", "search.pairs.calib_batches=1",
+            "search.pairs.finetune_steps=1", "search.predictor.hidden=32", "search.predictor.epochs=10",
+            "search.predictor.transfer_epochs=5", "search.predictor.budgets=[4]", "search.evolution.population=12",
+            "search.evolution.parents=4", "search.evolution.mutations=4", "search.evolution.crossovers=4",
+            "search.evolution.generations=3", "search.finalize.latency_reps=2", "--no-progress", "--json"]
+    assert main(args + ["--stage", "supernet,pairs"]) == 0
+    assert not (run / "evolve.json").exists()
+    assert main(args) == 0  # continues: the supernet and pairs are reused
+    final = json.loads((run / "final.json").read_text())
+    for key in ("predictor_pairwise_acc", "pairs_fp", "pairs_quant", "chosen_acc", "chosen_latency_ms",
+                "baseline_8bit_acc", "baseline_8bit_latency_ms", "device"):
+        assert key in final
+    assert final["pairs_fp"] == 16 and final["pairs_quant"] == 12
+    chosen = final["candidates"]["chosen"]
+    assert chosen["cost"] <= final["budget"] + 1e-9
+    assert chosen["layers_on_kernels"] > 0 and chosen["deploy_argmax_agree"] >= 0.9
+    assert (run / "cost_table.json").exists()

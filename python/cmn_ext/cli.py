@@ -149,6 +149,42 @@ def _cmd_cascade(args) -> int:
     return 0
 
 
+def _cmd_search(args) -> int:
+    import os
+    import shutil
+
+    from . import runner
+    from .search import pipeline
+
+    rest = list(args.args)
+    if not (rest and rest[0].endswith((".yaml", ".yml"))):
+        args.args = [pipeline.DEFAULT_CONFIG] + rest
+    extra = []
+    if args.shard:
+        rank, _, world = args.shard.partition("/")
+        if not (rank.isdigit() and world.isdigit() and int(rank) < int(world)):
+            raise SystemExit(f"cmn search: --shard expected RANK/WORLD like 0/4, got {args.shard!r}")
+        extra.append(f"search.pairs.shard=[{rank}, {world}]")
+    cfg = _config(args, extra)
+    run_dir = runner.run_dir_of(cfg)
+    if args.restart and os.path.isdir(run_dir):
+        shutil.rmtree(run_dir)
+    elif os.path.isdir(run_dir):
+        runner.log(f"[cmn] continuing in {run_dir} (finished stages are reused; --restart starts over)")
+    stages = pipeline.STAGES if args.stage == "all" else tuple(args.stage.split(","))
+    search = pipeline.Search({**cfg, "run_dir": run_dir}, progress=not args.no_progress)
+    result = search.run(stages)
+    if "finalize" in stages:
+        with open(os.path.join(run_dir, "final.json")) as f:
+            final = json.load(f)
+        keys = ("predictor_pairwise_acc", "pairs_fp", "pairs_quant", "chosen_acc", "chosen_latency_ms",
+                "baseline_8bit_acc", "baseline_8bit_latency_ms", "baseline_4bit_acc", "baseline_4bit_latency_ms",
+                "device", "plot")
+        result["final"] = {k: final[k] for k in keys}
+    _emit(args, result)
+    return 0
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="cmn", description="cmn_ext: compressed networks on real low-bit kernels")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -196,6 +232,15 @@ def main(argv=None) -> int:
     common(p)
     p.add_argument("--restart", action="store_true", help="delete the run directory first instead of continuing")
     p.set_defaults(func=_cmd_cascade)
+
+    p = sub.add_parser("search", help="APQ: supernet, accuracy predictor, latency table, evolutionary search")
+    common(p)
+    p.add_argument("--stage", default="all",
+                   help="all, or a comma-separated list of: supernet, pairs, predictor, cost, evolve, finalize")
+    p.add_argument("--shard", help="RANK/WORLD: measure only this worker's share of the pairs (run the 'pairs' "
+                                   "stage in several processes, then the rest in one)")
+    p.add_argument("--restart", action="store_true", help="delete the run directory first instead of continuing")
+    p.set_defaults(func=_cmd_search)
 
     args = parser.parse_args(argv)
     try:

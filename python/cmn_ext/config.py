@@ -34,6 +34,7 @@ DEFAULTS = {
     "remove_pruned": False,
     "convert": False,
     "cascade": None,
+    "search": None,
     "compress": None,
     "run_dir": None,
     "name": None,

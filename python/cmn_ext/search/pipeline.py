@@ -38,11 +38,13 @@ DEFAULTS = {
     "pairs": {"fp": 2000, "quant": 300, "holdout": 0.2, "calib_batches": 20, "finetune_steps": 50, "lr": 0.005,
               "seed": 0, "shard": [0, 1]},
     "predictor": {"hidden": 400, "epochs": 300, "lr": 1e-3, "transfer_epochs": 150, "budgets": [25, 50, 100, 200]},
-    "cost": {"objective": "latency", "budget": 0.7, "device": "cpu"},
+    "device": None,          # default: cuda when available, else cpu
+    "cost": {"objective": "latency", "budget": 0.7},
     "evolution": {"population": 100, "parents": 25, "mutations": 50, "crossovers": 50, "mutate_prob": 0.1,
                   "generations": 500, "seed": 0},
     "finalize": {"finetune_epochs": 2, "lr": 0.005, "latency_reps": 30},
-    "results_dir": None,
+    "results_dir": None,     # also write the summary to <results_dir>/<results_name>.json
+    "results_name": None,    # default apq_<dataset>
 }
 
 
@@ -62,7 +64,8 @@ class Search:
         with open(os.path.join(self.run_dir, "config.yaml"), "w") as f:
             f.write(config_mod.dump(cfg))
         self.space = _space(self.sc)
-        self.device = torch.device(self.sc["cost"].get("device") or "cpu")
+        # training, pairs, the cost table and the deploy timing all run here
+        self.device = torch.device(self.sc.get("device") or ("cuda" if torch.cuda.is_available() else "cpu"))
         self.data = runner.build_data(cfg, augment=True)
         if self.data.val is None:
             raise ValueError("cmn search: needs a validation split (data.val_fraction > 0) for the pairs")
@@ -91,8 +94,10 @@ class Search:
         else:
             records = train_supernet(net, self.loader(), epochs=dict(ss["epochs"]), lr=float(ss["lr"]),
                                      device=self.device, progress=self.progress, log=runner.log)
-            acc = evaluate(net, self.data.val, device=self.device)["top1"]
-            runner.log(f"[search] supernet (largest sub-network) val top-1 {acc:.4f}")
+            # every sampled sub-network updated the shared BN statistics: re-estimate them for the largest first
+            acc = pairs_mod.measure(net, self.space.largest(), self.loader(train=False), self.data.val,
+                                    calib_batches=int(self.sc["pairs"]["calib_batches"]), device=self.device)
+            runner.log(f"[search] supernet: largest sub-network val top-1 {acc:.4f} (BN re-estimated)")
             torch.save({"state_dict": net.state_dict(), "records": records, "largest_val_top1": acc}, path)
         self._net = net.to(self.device).eval()
         return self._net
@@ -218,13 +223,13 @@ class Search:
             pairs_mod.finetune(sub, loader, int(fs["finetune_epochs"]) * len(loader), float(fs["lr"]), self.device)
             recalibrate_bn(sub, self.loader(train=False), int(self.sc["pairs"]["calib_batches"]), self.device)
             acc = evaluate(sub, self.data.test, device=self.device)["top1"]
-            sub = sub.cpu().eval()
+            sub = sub.eval()
             deploy, report = convert(sub)
-            batches = [b for _, b in zip(range(2), make_loader(self.data.test, 64, train=False))]
+            batches = [(x.to(self.device), y) for _, (x, y) in zip(range(2), make_loader(self.data.test, 64, train=False))]
             agree = compare(sub, deploy, batches)["argmax_agree"]
-            x = self.data.test[0][0].unsqueeze(0)
+            x = self.data.test[0][0].unsqueeze(0).to(self.device)
             with torch.no_grad():
-                ms = median_time_ms(lambda: deploy(x), torch.device("cpu"), int(fs["latency_reps"]))
+                ms = median_time_ms(lambda: deploy(x), self.device, int(fs["latency_reps"]))
             out[name] = {"arch": arch.to_dict(), "test_top1": acc, "predicted_val_top1": float(model.predict(
                 [self.space.encode(arch)])[0]), "cost": cost(arch) * scale, "cost_unit": unit,
                 "bops": self.space.bops(arch, self.resolution, self.stem_stride),
@@ -250,8 +255,8 @@ class Search:
             json.dump(summary, f, indent=2)
         if self.sc.get("results_dir"):
             os.makedirs(self.sc["results_dir"], exist_ok=True)
-            name = self.cfg["data"]["spec"].split(":")[0]
-            with open(os.path.join(self.sc["results_dir"], f"apq_{name}.json"), "w") as f:
+            name = self.sc.get("results_name") or "apq_" + self.cfg["data"]["spec"].split(":")[0]
+            with open(os.path.join(self.sc["results_dir"], f"{name}.json"), "w") as f:
                 json.dump(summary, f, indent=2)
         return summary
 

@@ -264,3 +264,17 @@ def test_cmn_search_end_to_end(tmp_path):
     assert chosen["cost"] <= final["budget"] + 1e-9
     assert chosen["layers_on_kernels"] > 0 and chosen["deploy_argmax_agree"] >= 0.9
     assert (run / "cost_table.json").exists()
+
+
+def test_uniform_bits_view_keeps_one_bitwidth():
+    from cmn_ext.search import UniformBits
+
+    view = UniformBits(SPACE, 6)
+    rng = random.Random(7)
+    archs = [view.sample(rng)] + [view.mutate(SPACE.sample(rng), rng, 0.5) for _ in range(3)]
+    archs.append(view.crossover(SPACE.sample(rng), SPACE.sample(rng), rng))
+    for a in archs:
+        SPACE.check(a)
+        assert {v for row in a.wbits + a.abits for v in row} == {6}
+    with pytest.raises(ValueError, match="'bits' expected one of"):
+        UniformBits(SPACE, 5)

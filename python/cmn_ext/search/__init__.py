@@ -3,7 +3,7 @@ evolutionary search). See README "APQ"."""
 
 from .evolution import EvolutionConfig, EvolutionResult, evolve
 from .predictor import AccuracyPredictor, fit, pairwise_accuracy, transfer
-from .space import LAYERS_PER_BLOCK, Arch, SearchSpace
+from .space import LAYERS_PER_BLOCK, Arch, SearchSpace, UniformBits
 
-__all__ = ["Arch", "SearchSpace", "LAYERS_PER_BLOCK", "AccuracyPredictor", "fit", "transfer", "pairwise_accuracy",
+__all__ = ["Arch", "SearchSpace", "UniformBits", "LAYERS_PER_BLOCK", "AccuracyPredictor", "fit", "transfer", "pairwise_accuracy",
            "EvolutionConfig", "EvolutionResult", "evolve"]

@@ -26,7 +26,7 @@ from . import pairs as pairs_mod
 from .cost import CostTable, device_name, median_time_ms
 from .evolution import EvolutionConfig, evolve
 from .predictor import AccuracyPredictor, fit, pairwise_accuracy, transfer
-from .space import Arch, SearchSpace
+from .space import Arch, SearchSpace, UniformBits
 from .supernet import ElasticMobileNetV2, train_supernet
 
 STAGES = ("supernet", "pairs", "predictor", "cost", "evolve", "finalize")
@@ -181,18 +181,21 @@ class Search:
         table.save()
         return {"entries": len(table.entries), "device": table.device}
 
-    def evolve(self) -> dict:
-        path = self.path("evolve.json")
+    def evolve(self, uniform_bits: int | None = None) -> dict:
+        """The joint search; with ``uniform_bits`` the architecture-only search at one bitwidth everywhere
+        (the comparison at equal budget), in evolve_uniform<bits>.json."""
+        path = self.path("evolve.json" if uniform_bits is None else f"evolve_uniform{uniform_bits}.json")
         if os.path.exists(path):
             with open(path) as f:
                 return json.load(f)
         model = self.predictor()
         cost, unit, scale = self.cost_fn()
-        largest8 = cost(self.space.largest(8))
+        largest8 = cost(self.space.largest(max(self.space.bits)))
         budget = float(self.sc["cost"]["budget"]) * largest8  # a fraction of the largest 8-bit network's cost
         score = lambda archs: model.predict([self.space.encode(a) for a in archs]).tolist()  # noqa: E731
         ec = self.sc["evolution"]
-        res = evolve(self.space, score, cost, budget, EvolutionConfig(**{k: ec[k] for k in ec}), self.progress)
+        space = self.space if uniform_bits is None else UniformBits(self.space, uniform_bits)
+        res = evolve(space, score, cost, budget, EvolutionConfig(**{k: ec[k] for k in ec}), self.progress)
         if self.sc["cost"]["objective"] == "latency":
             self.cost_table().save()  # with the entries the search measured
         out = {"objective": self.sc["cost"]["objective"], "unit": unit, "budget": budget * scale,
@@ -214,8 +217,12 @@ class Search:
         net, model = self.supernet(), self.predictor()
         cost, unit, scale = self.cost_fn()
         loader = self.loader()
-        candidates = {"chosen": Arch.from_dict(ev["best"]), "largest_8bit": self.space.largest(8),
-                      "largest_4bit": self.space.largest(min(self.space.bits))}
+        low, high = min(self.space.bits), max(self.space.bits)
+        candidates = {"chosen": Arch.from_dict(ev["best"]),
+                      # the same budget, architecture-only search with uniform bits (the equal-latency baselines)
+                      f"uniform_{high}bit_same_budget": Arch.from_dict(self.evolve(high)["best"]),
+                      f"uniform_{low}bit_same_budget": Arch.from_dict(self.evolve(low)["best"]),
+                      f"largest_{high}bit": self.space.largest(high), f"largest_{low}bit": self.space.largest(low)}
         out = {}
         for name, arch in candidates.items():
             sub = net.extract(arch)
@@ -246,10 +253,13 @@ class Search:
                    "predictor_pairwise_acc": pred["predictor_pairwise_acc"], "pairs_fp": pred["pairs_fp"],
                    "pairs_quant": pred["pairs_quant"],
                    "chosen_acc": out["chosen"]["test_top1"], "chosen_latency_ms": out["chosen"]["deploy_latency_ms_batch1"],
-                   "baseline_8bit_acc": out["largest_8bit"]["test_top1"],
-                   "baseline_8bit_latency_ms": out["largest_8bit"]["deploy_latency_ms_batch1"],
-                   "baseline_4bit_acc": out["largest_4bit"]["test_top1"],
-                   "baseline_4bit_latency_ms": out["largest_4bit"]["deploy_latency_ms_batch1"],
+                   # the issue's field names: the largest sub-network at the highest / lowest bits of the space
+                   "baseline_8bit_acc": out[f"largest_{high}bit"]["test_top1"],
+                   "baseline_8bit_latency_ms": out[f"largest_{high}bit"]["deploy_latency_ms_batch1"],
+                   "baseline_4bit_acc": out[f"largest_{low}bit"]["test_top1"],
+                   "baseline_4bit_latency_ms": out[f"largest_{low}bit"]["deploy_latency_ms_batch1"],
+                   "uniform_same_budget": {k: {"acc": v["test_top1"], "latency_ms": v["deploy_latency_ms_batch1"]}
+                                           for k, v in out.items() if k.startswith("uniform_")},
                    "candidates": out, "plot": self.plot(ev, out)}
         with open(self.path("final.json"), "w") as f:
             json.dump(summary, f, indent=2)
@@ -278,7 +288,8 @@ class Search:
                 front.append(p)
                 best = p["predicted"]
         ax.plot([p["cost"] for p in front], [p["predicted"] for p in front], "k-", lw=1, label="Pareto front")
-        for name, marker in (("chosen", "r*"), ("largest_8bit", "bs"), ("largest_4bit", "g^")):
+        names = list(out)  # chosen, uniform high / low at the same budget, largest high / low
+        for name, marker in zip(names, ("r*", "mD", "cv", "bs", "g^")):
             c = out[name]
             ax.plot([c["cost"]], [c["predicted_val_top1"]], marker, ms=10, label=name.replace("_", " "))
         ax.axvline(ev["budget"], ls="--", c="0.3", lw=0.8, label="budget")

@@ -177,6 +177,30 @@ class SearchSpace:
         return float(sum(c[6] * c[7] * c[8] for c in self.layer_costs(arch, resolution, stem_stride)))
 
 
+class UniformBits:
+    """A view of ``space`` whose samples, mutations and crossovers all carry one bitwidth everywhere: the
+    architecture-only search with uniform quantization that APQ compares its joint search with."""
+
+    def __init__(self, space: SearchSpace, bits: int):
+        if bits not in space.bits:
+            raise ValueError(f"UniformBits: 'bits' expected one of {space.bits}, got {bits}")
+        self.space, self.bits = space, bits
+
+    def _fix(self, arch: "Arch") -> "Arch":
+        arch.wbits = [[self.bits] * LAYERS_PER_BLOCK for _ in arch.kernels]
+        arch.abits = [[self.bits] * LAYERS_PER_BLOCK for _ in arch.kernels]
+        return arch
+
+    def sample(self, rng: random.Random, quantized: bool = True) -> "Arch":
+        return self._fix(self.space.sample(rng, False))
+
+    def mutate(self, arch: "Arch", rng: random.Random, prob: float = 0.1) -> "Arch":
+        return self._fix(self.space.mutate(arch, rng, prob))
+
+    def crossover(self, a: "Arch", b: "Arch", rng: random.Random) -> "Arch":
+        return self._fix(self.space.crossover(a, b, rng))
+
+
 @dataclass
 class Arch:
     depths: list

@@ -2,9 +2,8 @@
 # One call on the GPU machine (device tool): build cmn_ext against that machine's torch, run the GPU tests
 # (CUDA vs CPU bit for bit, Triton on the GPU, opcheck on CUDA) and every GPU benchmark; results under $OUT.
 #
-#   bash benchmarks/gpu.sh --prepare   # HERE, before the call: copy the pure-Python test dependencies the
-#                                      # GPU image lacks (hypothesis and its deps) into .device/pylib (git-ignored)
-#   bash benchmarks/gpu.sh             # THERE, e.g. run(command="bash benchmarks/gpu.sh", carry=[".device"])
+#   bash benchmarks/gpu.sh             # there, e.g. run(command="bash benchmarks/gpu.sh"); the GPU image has
+#                                      # torch, triton, pytest, xdist and hypothesis, nothing needs carrying
 #
 # GPU_SH_STAGES picks stages (default "cuda triton opcheck bench"; the build always runs).
 # Writes $OUT/device.txt, build.log, tests.log, bench.log and the merged $OUT/<device>.{json,md} (commit these
@@ -15,30 +14,10 @@ PATH="$(dirname "$(command -v python3)"):$PATH"
 python() { command python3 "$@"; }  # "python" may be missing or another interpreter there
 cd "$(dirname "$0")/.."
 
-if [[ "${1:-}" == "--prepare" ]]; then
-  PY=${PYTHON:-python}
-  mkdir -p .device/pylib
-  "$PY" - <<'PYEOF'
-import importlib, os, shutil
-for name in ("hypothesis", "sortedcontainers", "attr", "attrs", "exceptiongroup"):
-    try:
-        mod = importlib.import_module(name)
-    except ImportError:
-        continue
-    src = os.path.dirname(mod.__file__)
-    dst = os.path.join(".device", "pylib", name)
-    shutil.rmtree(dst, ignore_errors=True)
-    shutil.copytree(src, dst, ignore=shutil.ignore_patterns("__pycache__"))
-    print("copied", name)
-PYEOF
-  exit 0
-fi
-
 OUT=${OUT:-benchmarks/results}
 mkdir -p "$OUT"
 TMP=$(mktemp -d)  # logs and per-family parts; only the merged files go to $OUT (the device returns 8 files)
 export CMAKE_BUILD_PARALLEL_LEVEL=${CMAKE_BUILD_PARALLEL_LEVEL:-$(nproc)}
-export PYTHONPATH="$PWD/.device/pylib${PYTHONPATH:+:$PYTHONPATH}"
 export TORCH_CUDA_ARCH_LIST=${TORCH_CUDA_ARCH_LIST:-9.0a}
 nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader | tee "$OUT/device.txt"
 

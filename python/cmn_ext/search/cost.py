@@ -11,12 +11,12 @@ from __future__ import annotations
 
 import json
 import os
-import time
 from typing import Callable
 
 import torch
 import torch.nn.functional as F
 
+from ..bench.cpu import _time_us as cpu_time_us
 from .space import Arch, SearchSpace
 
 
@@ -26,17 +26,13 @@ def layer_key(layer) -> str:
 
 
 def median_time_ms(fn, device: torch.device, reps: int) -> float:
-    fn()
-    times = []
-    for _ in range(reps):
-        if device.type == "cuda":
+    """Median wall time of ``fn`` (the CPU benchmark's timer), synchronised after each call on CUDA."""
+    if device.type == "cuda":
+        def timed():
+            fn()
             torch.cuda.synchronize()
-        t0 = time.perf_counter()
-        fn()
-        if device.type == "cuda":
-            torch.cuda.synchronize()
-        times.append((time.perf_counter() - t0) * 1e3)
-    return sorted(times)[len(times) // 2]
+        return cpu_time_us(timed, reps, warmup=1) / 1e3
+    return cpu_time_us(fn, reps, warmup=1) / 1e3
 
 
 def measure_layer(layer, device="cpu", reps: int = 15) -> tuple[float, str]:

@@ -237,12 +237,13 @@ class Search:
             x = self.data.test[0][0].unsqueeze(0).to(self.device)
             with torch.no_grad():
                 ms = median_time_ms(lambda: deploy(x), self.device, int(fs["latency_reps"]))
+            table_cost = cost(arch) * scale
             out[name] = {"arch": arch.to_dict(), "test_top1": acc, "predicted_val_top1": float(model.predict(
-                [self.space.encode(arch)])[0]), "cost": cost(arch) * scale, "cost_unit": unit,
+                [self.space.encode(arch)])[0]), "cost": table_cost, "cost_unit": unit,
                 "bops": self.space.bops(arch, self.resolution, self.stem_stride),
                 "deploy_latency_ms_batch1": ms, "deploy_argmax_agree": agree,
                 "layers_on_kernels": sum(r["kernel"] is not None for r in report), "layers": len(report)}
-            runner.log(f"[search] {name}: test top-1 {acc:.4f}, {unit} {cost(arch) * scale:.4g} (table), "
+            runner.log(f"[search] {name}: test top-1 {acc:.4f}, {unit} {table_cost:.4g} (table), "
                        f"deploy {ms:.3f} ms at batch 1 ({out[name]['layers_on_kernels']}/{len(report)} layers "
                        f"on kernels, argmax agree {agree:.3f})")
         if self.sc["cost"]["objective"] == "latency":

@@ -18,6 +18,8 @@ POSITIONAL = {
     "apot_matmul": ["a_packed", "a_levels", "b_packed", "b_levels", "k", "method"],
     "apot_conv2d": ["x_packed", "x_levels", "w_packed", "w_levels", "in_channels", "stride", "padding", "dilation",
                     "method"],
+    "int8_prepack": ["w"],
+    "binary_prepack": ["w_bits", "in_channels"],
 }
 
 

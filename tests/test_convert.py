@@ -75,10 +75,10 @@ def test_small_model_conversion(name):
     qat = _settle(quantize_model(Small(), SPECS[name]))
     deploy, report = convert(qat)
     kinds = {r["layer"]: r["kernel"] for r in report}
-    assert isinstance(deploy.conv2, KERNEL[name]) and isinstance(deploy.fc1, KERNEL[name])
-    assert isinstance(deploy.bn2, nn.Identity) and isinstance(deploy.bnf, nn.Identity)  # folded
+    assert isinstance(deploy.net.conv2, KERNEL[name]) and isinstance(deploy.net.fc1, KERNEL[name])
+    assert isinstance(deploy.net.bn2, nn.Identity) and isinstance(deploy.net.bnf, nn.Identity)  # folded
     if SPECS[name]["first"] == "fp":
-        assert kinds["conv1"] is None and isinstance(deploy.conv1, QConv2d)
+        assert kinds["conv1"] is None and isinstance(deploy.net.conv1, QConv2d)
     _check(qat, deploy, torch.randn(32, 3, 16, 16), 1e-4 if name.startswith("binary") else 5e-2)
     assert isinstance(qat.conv2, QConv2d)  # the QAT model is untouched
 
@@ -90,7 +90,7 @@ def test_int8_pruned_resnet20_skips_pruned_filters():
     _settle(qat, (3, 32, 32), steps=2)
     deploy, report = convert(qat)
     assert all(r["kernel"] == "int8" for r in report)
-    layer = deploy.layer2[1].conv1
+    layer = deploy.net.layer2[1].conv1
     assert layer.meta["kept"] == 16 and layer.weight.shape[0] == 16 and int(layer.keep.sum()) == 16
     _check(qat, deploy, torch.randn(8, 3, 32, 32), 5e-2)
 
@@ -126,7 +126,7 @@ def test_physically_pruned_model_saves_and_loads(tmp_path):
     _settle(qat, (3, 32, 32), steps=2)
     remove_pruned_filters(qat)
     deploy, _ = convert(qat)
-    assert deploy.layer1[0].conv1.meta["out_channels"] == 8
+    assert deploy.net.layer1[0].conv1.meta["out_channels"] == 8
     path = tmp_path / "d.pt"
     save_deploy(deploy, str(path), {"model": "resnet20", "num_classes": 10, "quant": SPECS["dorefa4"]})
     x = torch.randn(2, 3, 32, 32)
@@ -138,7 +138,7 @@ def test_unsupported_layers_stay_float_with_a_reason():
     qat = _settle(quantize_model(Small(), spec))
     deploy, report = convert(qat)
     notes = {r["layer"]: r["note"] for r in report}
-    assert "int8 cannot hold" in notes["conv2"] and isinstance(deploy.conv2, QConv2d)
+    assert "int8 cannot hold" in notes["conv2"] and isinstance(deploy.net.conv2, QConv2d)
     mb = quantize_model(build_model("mobilenetv2", stem="cifar", width_mult=0.25), SPECS["int8"])
     _settle(mb, (3, 32, 32), steps=1)
     _, report = convert(mb)

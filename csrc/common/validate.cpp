@@ -55,7 +55,7 @@ BinaryConvPlan validate_binary_conv2d(const at::Tensor& x_bits, const at::Tensor
 
 Int8ConvPlan validate_int8_conv2d(const at::Tensor& x, const at::Tensor& w, at::IntArrayRef stride,
                                   at::IntArrayRef padding, at::IntArrayRef dilation,
-                                  const std::optional<at::Tensor>& keep) {
+                                  const std::optional<at::Tensor>& keep, bool read_keep) {
   const char* op = "cmn::int8_conv2d";
   check_dtype2(op, "x", x, at::kChar, at::kByte);
   check_dtype(op, "w", w, at::kChar);
@@ -68,26 +68,34 @@ Int8ConvPlan validate_int8_conv2d(const at::Tensor& x, const at::Tensor& w, at::
   Int8ConvPlan plan;
   plan.x_unsigned = x.scalar_type() == at::kByte;
   plan.w_compacted = false;
+  plan.kept_known = true;
   int64_t K = w.size(0);
   if (keep) {
     check_dtype(op, "keep", keep_t, at::kBool);
     TORCH_CHECK_VALUE(keep_t.dim() == 1, op, ": argument 'keep' expected a 1-d bool mask [K], got shape ",
                       shape_str(keep_t));
-    const auto host = keep_t.to(at::kCPU).contiguous();
-    const bool* kp = host.data_ptr<bool>();
-    for (int64_t k = 0; k < host.numel(); ++k)
-      if (kp[k]) plan.kept.push_back(k);
-    const int64_t kept = static_cast<int64_t>(plan.kept.size());
-    if (w.size(0) == keep_t.numel()) {
-      plan.w_compacted = false;
-    } else if (w.size(0) == kept) {
-      plan.w_compacted = true;  // deploy form: only the kept filters are stored
-    } else {
-      TORCH_CHECK_VALUE(false, op, ": argument 'keep' has ", keep_t.numel(), " entries (", kept, " kept) but 'w' has ",
-                        w.size(0), " filters; expected either all ", keep_t.numel(), " filters or the ", kept,
-                        " kept ones (compacted)");
-    }
     K = keep_t.numel();
+    if (read_keep) {
+      const auto host = keep_t.to(at::kCPU).contiguous();
+      const bool* kp = host.data_ptr<bool>();
+      for (int64_t k = 0; k < host.numel(); ++k)
+        if (kp[k]) plan.kept.push_back(k);
+      const int64_t kept = static_cast<int64_t>(plan.kept.size());
+      if (w.size(0) == K) {
+        plan.w_compacted = false;
+      } else if (w.size(0) == kept) {
+        plan.w_compacted = true;  // deploy form: only the kept filters are stored
+      } else {
+        TORCH_CHECK_VALUE(false, op, ": argument 'keep' has ", K, " entries (", kept, " kept) but 'w' has ",
+                          w.size(0), " filters; expected either all ", K, " filters or the ", kept,
+                          " kept ones (compacted)");
+      }
+    } else {
+      TORCH_CHECK_VALUE(w.size(0) <= K, op, ": argument 'keep' has ", K, " entries but 'w' has ", w.size(0),
+                        " filters; expected either all ", K, " filters or the kept ones (compacted)");
+      plan.kept_known = false;
+      plan.w_compacted = w.size(0) != K;
+    }
   } else {
     for (int64_t k = 0; k < K; ++k) plan.kept.push_back(k);
   }
@@ -97,11 +105,17 @@ Int8ConvPlan validate_int8_conv2d(const at::Tensor& x, const at::Tensor& w, at::
   return plan;
 }
 
+void check_levels_device(const char* op, const char* arg, const at::Tensor& levels, const at::Device& codes_device) {
+  TORCH_CHECK_VALUE(levels.device().is_cpu() || levels.device() == codes_device, op, ": argument '", arg,
+                    "' is on ", levels.device(), " but the codes are on ", codes_device,
+                    " (a level table may be on the CPU or beside the codes)");
+}
+
 LevelTable read_levels(const char* op, const char* arg, const at::Tensor& levels) {
   check_dtype(op, arg, levels, at::kInt);
   TORCH_CHECK_VALUE(levels.dim() == 1 && levels.size(0) == 16, op, ": argument '", arg,
                     "' expected an int32 level table of shape [16], got shape ", shape_str(levels));
-  const auto host = levels.to(at::kCPU).contiguous();
+  const auto host = levels.device().is_cpu() ? levels.contiguous() : levels.to(at::kCPU).contiguous();
   LevelTable t;
   t.max_abs = 0;
   t.fits_int8 = true;
@@ -159,8 +173,9 @@ ApotMatmulPlan validate_apot_matmul(const at::Tensor& a_packed, const at::Tensor
   check_dtype(op, "b_packed", b_packed, at::kByte);
   check_rank(op, "a_packed", a_packed, 2, "[M, ceil(k/2)] from pack_int4");
   check_rank(op, "b_packed", b_packed, 2, "[N, ceil(k/2)] from pack_int4");
-  check_same_device(op, {{"a_packed", &a_packed}, {"a_levels", &a_levels}, {"b_packed", &b_packed},
-                         {"b_levels", &b_levels}});
+  check_same_device(op, {{"a_packed", &a_packed}, {"b_packed", &b_packed}});
+  check_levels_device(op, "a_levels", a_levels, a_packed.device());
+  check_levels_device(op, "b_levels", b_levels, a_packed.device());
   check_pos_int(op, "k", k);
   const int64_t kb = ceil_div(k, 2);
   TORCH_CHECK_VALUE(a_packed.size(1) == kb, op, ": argument 'a_packed' expected ", kb, " bytes per row for k=", k,
@@ -187,8 +202,9 @@ ApotConvPlan validate_apot_conv2d(const at::Tensor& x_packed, const at::Tensor& 
   check_dtype(op, "w_packed", w_packed, at::kByte);
   check_rank(op, "x_packed", x_packed, 4, "[N, H, W, ceil(C/2)] (NHWC codes through pack_int4)");
   check_rank(op, "w_packed", w_packed, 4, "[K, kh, kw, ceil(C/2)] (codes through pack_int4)");
-  check_same_device(op, {{"x_packed", &x_packed}, {"x_levels", &x_levels}, {"w_packed", &w_packed},
-                         {"w_levels", &w_levels}});
+  check_same_device(op, {{"x_packed", &x_packed}, {"w_packed", &w_packed}});
+  check_levels_device(op, "x_levels", x_levels, x_packed.device());
+  check_levels_device(op, "w_levels", w_levels, x_packed.device());
   check_pos_int(op, "in_channels", in_channels);
   const int64_t cb = ceil_div(in_channels, 2);
   TORCH_CHECK_VALUE(x_packed.size(3) == cb, op, ": argument 'x_packed' expected ", cb,

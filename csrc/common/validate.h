@@ -25,12 +25,14 @@ struct Int8ConvPlan {
   ConvGeom g;           // g.K = full number of output channels (keep.numel() when keep is given)
   bool x_unsigned;      // uint8 activations
   bool w_compacted;     // w holds only the kept filters
+  bool kept_known;      // `kept` was read (false: a device mask left on the device, see read_keep)
   std::vector<int64_t> kept;  // kept channel indices (all channels when keep is None)
 };
-// Reads `keep` (a bool [K] mask) on the host.
+// With read_keep, reads `keep` (a bool [K] mask) on the host and checks w's rows against it; without, only
+// the shapes are checked (w holds K rows, or fewer: the kept ones) and the mask stays where it is.
 Int8ConvPlan validate_int8_conv2d(const at::Tensor& x, const at::Tensor& w, at::IntArrayRef stride,
                                   at::IntArrayRef padding, at::IntArrayRef dilation,
-                                  const std::optional<at::Tensor>& keep);
+                                  const std::optional<at::Tensor>& keep, bool read_keep = true);
 
 enum class ApotMethod { ShiftAdd, Int8 };
 struct LevelTable {
@@ -40,7 +42,9 @@ struct LevelTable {
   bool shift_add_ok;
   int bad_code;  // first level that is not 0 / +-2^p / +-(2^p + 2^q), or -1
 };
+// Level tables may live on the CPU beside codes on an accelerator (read without a device synchronisation).
 LevelTable read_levels(const char* op, const char* arg, const at::Tensor& levels);
+void check_levels_device(const char* op, const char* arg, const at::Tensor& levels, const at::Device& codes_device);
 ApotMethod choose_apot_method(const char* op, std::string_view method, const LevelTable& a, const char* a_name,
                               const LevelTable& b, const char* b_name);
 

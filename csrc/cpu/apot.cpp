@@ -1,10 +1,13 @@
 // APoT matmul / conv on packed 4-bit codes, two exact paths that agree bit for bit:
-//   int8      codes decoded through the level table (vpshufb) into integer values, exact GEMM
+//   int8      codes decoded through the level table into integers, exact integer GEMM / direct convolution
+//             (the conv shares the int8 kernel: cpu/kernels/int8_direct.inl, nibbles decoded per image)
 //   shift_add the papers' multiplier-free arithmetic: a * (+-(2^p + 2^q)) = +-((a << p) + (a << q))
 #include "common/epilogue.h"
 #include "common/validate.h"
 #include "cpu/detail/exact_conv.h"
 #include "cpu/detail/int4_decode.h"
+#include "cpu/kernels/dispatch.h"
+#include "cpu/prepack.h"
 #include "ops.h"
 
 #include <ATen/ATen.h>
@@ -13,6 +16,10 @@
 #include <vector>
 
 namespace cmn {
+
+namespace cpu {
+Geom geom_of(const ConvGeom& g);
+}
 
 namespace {
 
@@ -74,9 +81,9 @@ at::Tensor apot_matmul_cpu(const at::Tensor& a_packed, const at::Tensor& a_level
   if (p.method == ApotMethod::Int8) apot_matmul_int8(p, a.data_ptr<uint8_t>(), b.data_ptr<uint8_t>(), kb, accp);
   else apot_matmul_shift_add(p, a.data_ptr<uint8_t>(), b.data_ptr<uint8_t>(), kb, accp);
   if (!direct) {
-    // Epilogue per row m: the N columns are the output channels (P = 1).
+    // Row m is "image" m with one pixel; its N columns are the output channels.
     at::parallel_for(0, p.M, 16, [&](int64_t s, int64_t e) {
-      for (int64_t m = s; m < e; ++m) ep.write_block(m, 0, 1, accp + m * p.N, 1, nullptr);
+      for (int64_t m = s; m < e; ++m) ep.write_pixels(m, 0, 1, accp + m * p.N, p.N);
     });
   }
   return ep.out;
@@ -85,27 +92,64 @@ at::Tensor apot_matmul_cpu(const at::Tensor& a_packed, const at::Tensor& a_level
 at::Tensor apot_conv2d_cpu(const at::Tensor& x_packed, const at::Tensor& x_levels, const at::Tensor& w_packed,
                            const at::Tensor& w_levels, int64_t in_channels, at::IntArrayRef stride,
                            at::IntArrayRef padding, at::IntArrayRef dilation, std::string_view method,
-                           const EpilogueArgs& epi) {
+                           const EpilogueArgs& epi, const std::optional<at::Tensor>& prepacked) {
+  const char* op = "cmn::apot_conv2d";
   const auto p = validate_apot_conv2d(x_packed, x_levels, w_packed, w_levels, in_channels, stride, padding,
                                       dilation, method);
   const auto& g = p.g;
-  auto ep = Epilogue::make("cmn::apot_conv2d", epi, g.N, g.K, {g.HO, g.WO}, x_packed.options(), BitEncoding::PM1);
-  if (g.N == 0 || g.K == 0) return ep.out;
+  auto ep = Epilogue::make(op, epi, g.N, g.K, {g.HO, g.WO}, x_packed.options(), BitEncoding::PM1);
+  if (g.N == 0 || g.K == 0 || g.HO * g.WO == 0) return ep.out;
   const auto x = x_packed.contiguous(), w = w_packed.contiguous();
   const uint8_t* xp = x.data_ptr<uint8_t>();
   const uint8_t* wp = w.data_ptr<uint8_t>();
-  const int64_t C = g.C, cb = ceil_div(C, 2), T = g.taps(), L = cpu::conv_row_length(g);
-  const int64_t pixels_in = g.N * g.H * g.W;
+  const int64_t C = g.C, cb = ceil_div(C, 2), T = g.taps();
   if (p.method == ApotMethod::Int8) {
-    std::vector<float> xv(pixels_in * C);
-    at::parallel_for(0, pixels_in, 256, [&](int64_t s, int64_t e) {
-      for (int64_t i = s; i < e; ++i) cpu::decode_int4_f32(xp + i * cb, C, p.x, xv.data() + i * C);
-    });
-    std::vector<float> wrows(g.K * L, 0.f);
-    for (int64_t k = 0; k < g.K; ++k)
-      for (int64_t t = 0; t < T; ++t) cpu::decode_int4_f32(wp + (k * T + t) * cb, C, p.w, wrows.data() + k * L + t * C);
-    cpu::exact_conv_f32(g, xv.data(), wrows.data(), g.K, p.x.max_abs * p.w.max_abs, ep, nullptr);
+    at::Tensor packed;
+    if (prepacked && prepacked->defined()) {
+      packed = *prepacked;
+    } else {  // decode the weight codes to int8 [K, C, kh, kw] and lay them out for the kernel
+      auto wd = at::empty({g.K, C, g.KH, g.KW}, w.options().dtype(at::kChar));
+      int8_t* d = wd.data_ptr<int8_t>();
+      for (int64_t k = 0; k < g.K; ++k)
+        for (int64_t t = 0; t < T; ++t)
+          for (int64_t c = 0; c < C; ++c) {
+            const uint8_t byte = wp[(k * T + t) * cb + c / 2];
+            d[(k * C + c) * T + t] = int8_t(p.w.v[(c % 2) ? (byte >> 4) : (byte & 15)]);
+          }
+      packed = cpu::int8_pack(wd);
+    }
+    const auto pk = cpu::int8_packed_view(op, packed, g.K, C, g.KH, g.KW);
+    cpu::Int8Job job;
+    job.g = cpu::geom_of(g);
+    job.in = cpu::InCode::Int4;
+    job.x = xp;
+    job.x_pixel_bytes = cb;
+    job.levels_fit_int8 = p.x.fits_int8;
+    for (int c = 0; c < 16; ++c) {
+      job.levels[c] = int16_t(p.x.v[c]);
+      job.levels8[c] = int8_t(p.x.fits_int8 ? p.x.v[c] : 0);
+    }
+    job.R = g.K;
+    job.Rpad = pk.Rpad;
+    job.Cp2 = pk.Cp2;
+    job.Cq4 = pk.Cq4;
+    job.w_pairs = pk.pairs;
+    job.w_quads = pk.quads;
+    job.w_sum = pk.sum;
+    job.w_wino = pk.wino;
+    job.w_flat = pk.flat;
+    job.x_max_abs = p.x.max_abs;
+    job.w_max_abs = pk.w_max_abs;
+    job.epi = ep.view();
+    // The quads (VNNI) layout stores activation levels as uint8: fall back to pairs for negative levels.
+    bool nonneg = true;
+    for (int c = 0; c < 16; ++c) nonneg = nonneg && p.x.v[c] >= 0;
+    job.quads_ok = nonneg;
+    cpu::run_int8(job);
   } else {
+    TORCH_CHECK_VALUE(!prepacked || !prepacked->defined(), op, ": argument 'prepacked' holds decoded int8 weights "
+                      "for method \"int8\"; method=\"shift_add\" reads the codes and takes prepacked=None");
+    const int64_t pixels_in = g.N * g.H * g.W, L = cpu::conv_row_length(g);
     std::vector<int32_t> xv(pixels_in * C);
     at::parallel_for(0, pixels_in, 256, [&](int64_t s, int64_t e) {
       for (int64_t i = s; i < e; ++i) cpu::decode_int4_i32(xp + i * cb, C, p.x, xv.data() + i * C);
@@ -113,7 +157,7 @@ at::Tensor apot_conv2d_cpu(const at::Tensor& x_packed, const at::Tensor& x_level
     std::vector<uint8_t> wcodes(g.K * L, 0);
     for (int64_t k = 0; k < g.K; ++k)
       for (int64_t t = 0; t < T; ++t) cpu::unpack_int4_codes(wp + (k * T + t) * cb, C, wcodes.data() + k * L + t * C);
-    cpu::exact_conv_shift_add(g, xv.data(), wcodes.data(), g.K, cpu::make_shift_table(p.w), ep, nullptr);
+    cpu::exact_conv_shift_add(g, xv.data(), wcodes.data(), g.K, cpu::make_shift_table(p.w), ep);
   }
   return ep.out;
 }

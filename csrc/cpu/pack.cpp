@@ -8,12 +8,46 @@
 #include <ATen/ops/empty.h>
 #include <ATen/ops/zeros.h>
 
+#include <algorithm>
+
 namespace cmn {
+
+namespace {
+// Channels-last input: each pixel's C values are contiguous, so each output word is one pass over 32 of them.
+template <typename scalar_t>
+void pack_bits_nhwc(const scalar_t* xp, int64_t pixels, int64_t C, int64_t Cw, bool pm1, uint32_t* op) {
+  const scalar_t zero(0), half(0.5);
+  at::parallel_for(0, pixels, 256, [&](int64_t b, int64_t e) {
+    for (int64_t p = b; p < e; ++p) {
+      const scalar_t* v = xp + p * C;
+      for (int64_t wd = 0; wd < Cw; ++wd) {
+        uint32_t bits = 0;
+        const int64_t c0 = wd * 32, n = std::min<int64_t>(32, C - c0);
+        // Compare in the input's own dtype: a float64 like -1e-50 must pack as -1, not round to -0.0.
+        if (pm1) {
+          for (int64_t i = 0; i < n; ++i) bits |= uint32_t(v[c0 + i] < zero) << i;
+        } else {
+          for (int64_t i = 0; i < n; ++i) bits |= uint32_t(v[c0 + i] >= half) << i;
+        }
+        op[p * Cw + wd] = bits;
+      }
+    }
+  });
+}
+}  // namespace
 
 at::Tensor pack_bits_cpu(const at::Tensor& x_in, std::string_view encoding) {
   const auto enc = validate_pack_bits(x_in, encoding);
+  const int64_t A = x_in.size(0), C = x_in.size(1), H = x_in.size(2), W = x_in.size(3), Cw = ceil_div(C, 32);
+  if (x_in.numel() > 0 && x_in.permute({0, 2, 3, 1}).is_contiguous()) {  // NHWC memory (channels_last)
+    auto out = at::empty({A, H, W, Cw}, x_in.options().dtype(at::kInt));
+    AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, x_in.scalar_type(), "pack_bits_cpu", [&] {
+      pack_bits_nhwc(x_in.data_ptr<scalar_t>(), A * H * W, C, Cw, enc == BitEncoding::PM1,
+                     reinterpret_cast<uint32_t*>(out.data_ptr<int32_t>()));
+    });
+    return out;
+  }
   const auto x = x_in.contiguous();
-  const int64_t A = x.size(0), C = x.size(1), H = x.size(2), W = x.size(3), Cw = ceil_div(C, 32);
   auto out = at::zeros({A, H, W, Cw}, x.options().dtype(at::kInt));
   if (out.numel() == 0) return out;
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, x.scalar_type(), "pack_bits_cpu", [&] {

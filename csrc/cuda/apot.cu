@@ -200,6 +200,8 @@ void apot_acc(const at::Tensor& x, const LevelTable& xl, const at::Tensor& w, co
 
 at::Tensor apot_matmul_cuda(const at::Tensor& a_packed, const at::Tensor& a_levels, const at::Tensor& b_packed,
                             const at::Tensor& b_levels, int64_t k, std::string_view method, const EpilogueArgs& epi) {
+  TORCH_CHECK_VALUE(a_packed.is_cuda(), "cmn::apot_matmul: argument 'a_packed' is on ", a_packed.device(),
+                    " but other arguments are on CUDA");
   const auto plan = validate_apot_matmul(a_packed, a_levels, b_packed, b_levels, k, method);
   const c10::cuda::CUDAGuard guard(a_packed.device());
   auto ep = Epilogue::make("cmn::apot_matmul", epi, plan.M, plan.N, {}, a_packed.options(), BitEncoding::PM1);
@@ -228,7 +230,9 @@ at::Tensor apot_matmul_cuda(const at::Tensor& a_packed, const at::Tensor& a_leve
 at::Tensor apot_conv2d_cuda(const at::Tensor& x_packed, const at::Tensor& x_levels, const at::Tensor& w_packed,
                             const at::Tensor& w_levels, int64_t in_channels, at::IntArrayRef stride,
                             at::IntArrayRef padding, at::IntArrayRef dilation, std::string_view method,
-                            const EpilogueArgs& epi) {
+                            const EpilogueArgs& epi, const std::optional<at::Tensor>& prepacked) {
+  TORCH_CHECK_VALUE(x_packed.is_cuda(), "cmn::apot_conv2d: argument 'x_packed' is on ", x_packed.device(),
+                    " but other arguments are on CUDA");
   const auto plan =
       validate_apot_conv2d(x_packed, x_levels, w_packed, w_levels, in_channels, stride, padding, dilation, method);
   const auto& g = plan.g;

@@ -106,7 +106,8 @@ __global__ void weight_prep_kernel(const uint32_t* __restrict__ w, int32_t* __re
 
 at::Tensor binary_conv2d_cuda(const at::Tensor& x_bits, const at::Tensor& w_bits, int64_t in_channels,
                               at::IntArrayRef stride, at::IntArrayRef padding, at::IntArrayRef dilation,
-                              std::string_view encoding, const EpilogueArgs& epi) {
+                              std::string_view encoding, const EpilogueArgs& epi,
+                              const std::optional<at::Tensor>& prepacked) {
   const auto plan = validate_binary_conv2d(x_bits, w_bits, in_channels, stride, padding, dilation, encoding);
   const auto& g = plan.g;
   const c10::cuda::CUDAGuard guard(x_bits.device());

@@ -5,7 +5,8 @@
     cmn compress [CONFIG.yaml] [key=value ...] [--method spq|ppq] [--resume] [--run-dir DIR] [--json]
     cmn eval     [CONFIG.yaml] [key=value ...] --weights FILE [--model NAME] [--data SPEC] [--split test] [--json]
     cmn convert  [CONFIG.yaml] [key=value ...] --checkpoint FILE --out FILE [--batches N] [--json]
-    cmn cascade  [CONFIG.yaml] [key=value ...] [--restart] [--json]   (default config: the digits demo)
+    cmn cascade  [CONFIG.yaml] [key=value ...] [--restart] [--device auto|cpu|cuda] [--json]
+                 (default config: the digits demo)
 
 Progress and logs go to stderr; stdout holds only the result (JSON with --json), so it stays parseable.
 """
@@ -129,7 +130,7 @@ def _cmd_cascade(args) -> int:
     rest = list(args.args)
     if not (rest and rest[0].endswith((".yaml", ".yml"))):
         args.args = [pipeline.DEFAULT_CONFIG] + rest
-    cfg = _config(args)
+    cfg = _config(args, [f"cascade.deploy_device={args.device}"] if args.device else None)
     run_dir = runner.run_dir_of(cfg)
     if args.restart and os.path.isdir(run_dir):
         shutil.rmtree(run_dir)
@@ -231,6 +232,8 @@ def main(argv=None) -> int:
     p = sub.add_parser("cascade", help="the CMN recipe: FP -> 1-bit and 8-bit nets -> Algorithm 1 -> deploy cascade")
     common(p)
     p.add_argument("--restart", action="store_true", help="delete the run directory first instead of continuing")
+    p.add_argument("--device", choices=["auto", "cpu", "cuda"],
+                   help="where the deploy cascade runs (cascade.deploy_device; default auto: the fastest present)")
     p.set_defaults(func=_cmd_cascade)
 
     p = sub.add_parser("search", help="APQ: supernet, accuracy predictor, latency table, evolutionary search")

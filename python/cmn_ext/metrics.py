@@ -96,7 +96,11 @@ def layer_weights(module: nn.Module):
 
 @torch.no_grad()
 def model_cost(model: nn.Module, input_size=(3, 32, 32), device=None) -> ModelCost:
-    """Run one input of ``input_size`` through ``model`` (eval mode, restored afterwards) and cost it."""
+    """Run one input of ``input_size`` through ``model`` (eval mode, restored afterwards) and cost it. A deploy
+    engine is costed through its layer-wise form (the same layers)."""
+    from .nn.engine import source_of
+
+    model = source_of(model)
     rows, hooks, covered = [], [], set()
     for name, module in model.named_modules():
         info = layer_weights(module)

@@ -1,5 +1,7 @@
 #include "cpu/detail/rowdot.h"
 
+#include "cpu/kernels/dispatch.h"
+
 #include <immintrin.h>
 
 #include <algorithm>
@@ -7,8 +9,7 @@
 namespace cmn::cpu {
 
 bool has_avx2() {
-  static const bool ok = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") &&
-                         __builtin_cpu_supports("popcnt");
+  static const bool ok = cpu_features().avx2 && cpu_features().fma;
   return ok;
 }
 
@@ -18,41 +19,8 @@ int64_t exact_flush_chunks(int64_t max_abs_product) {
 }
 
 // ---------------------------------------------------------------------------------------------------------
-// Portable fallbacks (no AVX2): plain 64-bit popcounts and integer multiply-adds.
+// Portable fallback (no AVX2): integer multiply-adds.
 // ---------------------------------------------------------------------------------------------------------
-static void rowdot_bits_scalar(const uint32_t* A, int64_t ra, const uint32_t* B, int64_t rb, int64_t L32,
-                               bool use_and, int32_t* out, int64_t so_i, int64_t so_j) {
-  for (int64_t i = 0; i < ra; ++i)
-    for (int64_t j = 0; j < rb; ++j) {
-      const uint32_t* a = A + i * 2 * L32;
-      const uint32_t* b = B + j * 2 * L32;
-      int64_t s = 0;
-      for (int64_t l = 0; l < 2 * L32; ++l) s += __builtin_popcount(use_and ? (a[l] & b[l]) : (a[l] ^ b[l]));
-      out[i * so_i + j * so_j] = static_cast<int32_t>(s);
-    }
-}
-
-void to_nibble_planes(const uint32_t* src, int64_t L32, uint32_t* dst) {
-  for (int64_t c = 0; c < L32 / 8; ++c)
-    for (int64_t w = 0; w < 8; ++w) {
-      dst[16 * c + w] = src[8 * c + w] & 0x0f0f0f0fu;
-      dst[16 * c + 8 + w] = (src[8 * c + w] >> 4) & 0x0f0f0f0fu;
-    }
-}
-
-__attribute__((target("popcnt"))) static int64_t popcount_words_hw(const uint32_t* w, int64_t n) {
-  int64_t s = 0;
-  for (int64_t i = 0; i < n; ++i) s += __builtin_popcount(w[i]);
-  return s;
-}
-
-int64_t popcount_words(const uint32_t* w, int64_t n) {
-  if (has_avx2()) return popcount_words_hw(w, n);
-  int64_t s = 0;
-  for (int64_t i = 0; i < n; ++i) s += __builtin_popcount(w[i]);
-  return s;
-}
-
 static void rowdot_f32_scalar(const float* A, int64_t ra, const float* B, int64_t rb, int64_t L, int64_t ld,
                               int32_t* out, int64_t so_i, int64_t so_j, bool accumulate) {
   for (int64_t i = 0; i < ra; ++i)
@@ -61,78 +29,6 @@ static void rowdot_f32_scalar(const float* A, int64_t ra, const float* B, int64_
       for (int64_t l = 0; l < L; ++l) s += static_cast<int64_t>(A[i * ld + l]) * static_cast<int64_t>(B[j * ld + l]);
       out[i * so_i + j * so_j] = static_cast<int32_t>(s);
     }
-}
-
-// ---------------------------------------------------------------------------------------------------------
-// AVX2 bits: 4-bit-LUT popcount (vpshufb) of a XOR/AND b on nibble planes, byte accumulators flushed with
-// vpsadbw every 31 chunks (a byte gains at most 8 per chunk). Register tile MR filters x NR patches.
-// ---------------------------------------------------------------------------------------------------------
-__attribute__((target("avx2,popcnt"))) static inline int64_t hsum_epi64(__m256i v) {
-  __m128i s = _mm_add_epi64(_mm256_castsi256_si128(v), _mm256_extracti128_si256(v, 1));
-  return _mm_cvtsi128_si64(s) + _mm_extract_epi64(s, 1);
-}
-
-template <int MR, int NR, bool AND>
-__attribute__((target("avx2,popcnt"))) static void bits_tile(const uint32_t* A, const uint32_t* B, int64_t L32,
-                                                             int32_t* out, int64_t so_i, int64_t so_j) {
-  const __m256i lut = _mm256_setr_epi8(0, 1, 1, 2, 1, 2, 2, 3, 1, 2, 2, 3, 2, 3, 3, 4, 0, 1, 1, 2, 1, 2, 2, 3, 1,
-                                       2, 2, 3, 2, 3, 3, 4);
-  const __m256i zero = _mm256_setzero_si256();
-  const int64_t ld = 2 * L32;
-  int64_t sums[MR][NR] = {};
-  const int64_t chunks = L32 / 8;
-  for (int64_t c0 = 0; c0 < chunks; c0 += 31) {
-    const int64_t c1 = std::min<int64_t>(chunks, c0 + 31);
-    __m256i acc[MR][NR];
-    for (int i = 0; i < MR; ++i)
-      for (int j = 0; j < NR; ++j) acc[i][j] = zero;
-    for (int64_t c = c0; c < c1; ++c) {
-      __m256i blo[NR], bhi[NR];
-      for (int j = 0; j < NR; ++j) {
-        blo[j] = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(B + j * ld + c * 16));
-        bhi[j] = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(B + j * ld + c * 16 + 8));
-      }
-      for (int i = 0; i < MR; ++i) {
-        const __m256i alo = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(A + i * ld + c * 16));
-        const __m256i ahi = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(A + i * ld + c * 16 + 8));
-        for (int j = 0; j < NR; ++j) {
-          const __m256i xl = AND ? _mm256_and_si256(alo, blo[j]) : _mm256_xor_si256(alo, blo[j]);
-          const __m256i xh = AND ? _mm256_and_si256(ahi, bhi[j]) : _mm256_xor_si256(ahi, bhi[j]);
-          acc[i][j] = _mm256_add_epi8(acc[i][j], _mm256_add_epi8(_mm256_shuffle_epi8(lut, xl),
-                                                                 _mm256_shuffle_epi8(lut, xh)));
-        }
-      }
-    }
-    for (int i = 0; i < MR; ++i)
-      for (int j = 0; j < NR; ++j) sums[i][j] += hsum_epi64(_mm256_sad_epu8(acc[i][j], zero));
-  }
-  for (int i = 0; i < MR; ++i)
-    for (int j = 0; j < NR; ++j) out[i * so_i + j * so_j] = static_cast<int32_t>(sums[i][j]);
-}
-
-template <bool AND>
-static void rowdot_bits_avx2(const uint32_t* A, int64_t ra, const uint32_t* B, int64_t rb, int64_t L32,
-                             int32_t* out, int64_t so_i, int64_t so_j) {
-  constexpr int MR = 3, NR = 2;
-  using Fn = void (*)(const uint32_t*, const uint32_t*, int64_t, int32_t*, int64_t, int64_t);
-  static constexpr Fn tiles[MR][NR] = {{bits_tile<1, 1, AND>, bits_tile<1, 2, AND>},
-                                       {bits_tile<2, 1, AND>, bits_tile<2, 2, AND>},
-                                       {bits_tile<3, 1, AND>, bits_tile<3, 2, AND>}};
-  const int64_t ld = 2 * L32;
-  for (int64_t i = 0; i < ra; i += MR) {
-    const int mr = static_cast<int>(std::min<int64_t>(MR, ra - i));
-    for (int64_t j = 0; j < rb; j += NR) {
-      const int nr = static_cast<int>(std::min<int64_t>(NR, rb - j));
-      tiles[mr - 1][nr - 1](A + i * ld, B + j * ld, L32, out + i * so_i + j * so_j, so_i, so_j);
-    }
-  }
-}
-
-void rowdot_bits(const uint32_t* A, int64_t ra, const uint32_t* B, int64_t rb, int64_t L32, bool use_and,
-                 int32_t* out, int64_t so_i, int64_t so_j) {
-  if (!has_avx2()) return rowdot_bits_scalar(A, ra, B, rb, L32, use_and, out, so_i, so_j);
-  if (use_and) rowdot_bits_avx2<true>(A, ra, B, rb, L32, out, so_i, so_j);
-  else rowdot_bits_avx2<false>(A, ra, B, rb, L32, out, so_i, so_j);
 }
 
 // ---------------------------------------------------------------------------------------------------------

@@ -1,5 +1,5 @@
 // Row-dot "GEMM" microkernels: out[i * so_i + j * so_j] = sum_l op(A[i][l], B[j][l]) for rows of equal length.
-// Both conv ops (filters x im2col patches) and the APoT matmul (rows like nn.Linear) reduce to this.
+// The APoT matmul (rows like nn.Linear) and the shift-add convolution use these.
 #pragma once
 
 #include <cstdint>
@@ -7,16 +7,6 @@
 namespace cmn::cpu {
 
 bool has_avx2();
-
-// Bits: out = popcount(a XOR b) or popcount(a AND b) summed over rows of L32 uint32 words (L32 a multiple
-// of 8: 256-bit chunks). Rows are given as nibble planes (see to_nibble_planes), 2 * L32 words per row:
-// XOR and AND commute with splitting bytes into nibbles, so the per-pair shift/mask work is done once per
-// row instead of once per (filter, pixel) pair.
-void rowdot_bits(const uint32_t* A, int64_t ra, const uint32_t* B, int64_t rb, int64_t L32, bool use_and,
-                 int32_t* out, int64_t so_i, int64_t so_j);
-// For each 256-bit chunk c of src: dst[16c .. 16c+7] = low nibbles, dst[16c+8 .. 16c+15] = high nibbles >> 4.
-void to_nibble_planes(const uint32_t* src, int64_t L32, uint32_t* dst);
-int64_t popcount_words(const uint32_t* w, int64_t n);
 
 // Exact integer dot products carried in fp32 lanes. Every element is an integer and every lane's partial sum
 // stays within 2^24 because lanes are flushed to int32 every `flush_chunks` chunks of 8 elements

@@ -8,15 +8,26 @@
 namespace cmn::cuda {
 namespace {
 
+enum ResKind : int { kResNone, kResF32, kResF16, kResBF16, kResS8, kResU8 };
+
 struct Params {
   const int32_t* acc;
-  int64_t R, N, K, P;
+  int64_t R, N, K, P, WO;
   const int32_t* row_of_channel;
   const float* scale;
   const float* bias;
   bool relu;
   float out_scale;
+  bool round_half_up;
+  float qmin, qmax;
   bool bits_pm1;
+  float thresholds[15];
+  int n_thresholds;
+  int res_kind;
+  const void* res;
+  float res_scale;
+  int64_t res_h, res_w, res_c, res_stride, res_offset;
+  float* float_out;
   BinaryFix fix;
 };
 
@@ -48,33 +59,54 @@ __device__ __forceinline__ int32_t value(const Params& p, int64_t row, int64_t k
   return a;
 }
 
+__device__ __forceinline__ float residual_at(const Params& p, int64_t row, int64_t k) {
+  const int64_t c = k - p.res_offset;
+  if (c < 0 || c >= p.res_c) return 0.f;
+  const int64_t n = row / p.P, pix = row - n * p.P, oy = pix / p.WO, ox = pix - oy * p.WO;
+  const int64_t i = ((n * p.res_h + oy * p.res_stride) * p.res_w + ox * p.res_stride) * p.res_c + c;
+  switch (p.res_kind) {
+    case kResF32: return static_cast<const float*>(p.res)[i];
+    case kResF16: return __half2float(static_cast<const __half*>(p.res)[i]);
+    case kResBF16: return __bfloat162float(static_cast<const __nv_bfloat16*>(p.res)[i]);
+    case kResS8: return __fmul_rn(float(static_cast<const int8_t*>(p.res)[i]), p.res_scale);
+    default: return __fmul_rn(float(static_cast<const uint8_t*>(p.res)[i]), p.res_scale);
+  }
+}
+
 // One rounding per operation, as on the CPU: explicit _rn intrinsics keep nvcc from fusing into an FMA.
-__device__ __forceinline__ float affine(const Params& p, int32_t v, int64_t k) {
-  float y = static_cast<float>(v);
+__device__ __forceinline__ float affine(const Params& p, int64_t row, int64_t k) {
+  float y = static_cast<float>(value(p, row, k));
   if (p.scale) y = __fmul_rn(y, p.scale[k]);
   if (p.bias) y = __fadd_rn(y, p.bias[k]);
-  if (p.relu) y = (y < 0.f) ? 0.f : y;  // std::max(y, 0.f) of the CPU path, -0.0 included
+  if (p.res_kind != kResNone) y = __fadd_rn(y, residual_at(p, row, k));
+  if (p.relu) y = (y < 0.f) ? 0.f : y;  // the CPU's (y < 0 ? 0 : y), -0.0 included
+  if (p.float_out) p.float_out[row * p.K + k] = y;
   return y;
 }
 
-template <typename Out, int KIND>  // KIND: 0 int, 1 float, 2 int8, 3 uint8
+__device__ __forceinline__ float quantize(const Params& p, float y) {
+  const float s = __fdiv_rn(y, p.out_scale);
+  float q = p.round_half_up ? floorf(__fadd_rn(s, 0.5f)) : rintf(s);  // rintf: half to even
+  q = q < p.qmin ? p.qmin : q;
+  q = q > p.qmax ? p.qmax : q;
+  return q == q ? q : p.qmin;
+}
+
+template <typename Out, int KIND>  // KIND: 0 int, 1 float, 2 int8 / uint8
 __global__ void values_kernel(Params p, Out* __restrict__ out) {
-  const int64_t total = p.N * p.K * p.P;
+  const int64_t total = p.N * p.P * p.K;  // NHWC order: i = row * K + k
   for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < total; i += int64_t(gridDim.x) * blockDim.x) {
-    const int64_t pix = i % p.P, k = (i / p.P) % p.K, n = i / (p.P * p.K);
-    const int32_t v = value(p, n * p.P + pix, k);
+    const int64_t k = i % p.K, row = i / p.K;
     if constexpr (KIND == 0) {
-      out[i] = v;
+      out[i] = value(p, row, k);
     } else {
-      const float y = affine(p, v, k);
+      const float y = affine(p, row, k);
       if constexpr (KIND == 1) {
         if constexpr (std::is_same_v<Out, __half>) out[i] = __float2half_rn(y);
         else if constexpr (std::is_same_v<Out, __nv_bfloat16>) out[i] = __float2bfloat16_rn(y);
         else out[i] = y;
       } else {
-        const float q = rintf(__fdiv_rn(y, p.out_scale));  // round half to even, like std::nearbyint
-        if constexpr (KIND == 2) out[i] = static_cast<int8_t>(fminf(fmaxf(q, -128.f), 127.f));
-        else out[i] = static_cast<uint8_t>(fminf(fmaxf(q, 0.f), 255.f));
+        out[i] = static_cast<Out>(quantize(p, y));
       }
     }
   }
@@ -88,10 +120,27 @@ __global__ void bits_kernel(Params p, uint32_t* __restrict__ out) {
     for (int b = 0; b < 32; ++b) {
       const int64_t k = word * 32 + b;
       if (k >= p.K) break;
-      const float y = affine(p, value(p, row, k), k);
+      const float y = affine(p, row, k);
       if (p.bits_pm1 ? (y < 0.f) : (y >= 0.5f)) bits |= 1u << b;
     }
     out[i] = bits;
+  }
+}
+
+__global__ void int4_kernel(Params p, uint8_t* __restrict__ out) {
+  const int64_t bytes = (p.K + 1) / 2, total = p.N * p.P * bytes;
+  for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < total; i += int64_t(gridDim.x) * blockDim.x) {
+    const int64_t row = i / bytes, b = i % bytes;
+    uint32_t packed = 0;
+    for (int h = 0; h < 2; ++h) {
+      const int64_t k = 2 * b + h;
+      if (k >= p.K) break;
+      const float u = __fdiv_rn(affine(p, row, k), p.out_scale);
+      uint32_t code = 0;
+      for (int t = 0; t < p.n_thresholds; ++t) code += p.thresholds[t] <= u;
+      packed |= code << (4 * h);
+    }
+    out[i] = static_cast<uint8_t>(packed);
   }
 }
 
@@ -101,32 +150,69 @@ void run_epilogue(const Epilogue& e, const at::Tensor& acc, const at::Tensor& ro
                   cudaStream_t stream) {
   const int64_t N = e.out.size(0);
   if (e.out.numel() == 0) return;
-  Params p{acc.data_ptr<int32_t>(), acc.size(1), N, e.K, e.P,
-           row_of_channel.defined() ? row_of_channel.data_ptr<int32_t>() : nullptr,
-           e.scale.defined() ? e.scale.data_ptr<float>() : nullptr,
-           e.bias.defined() ? e.bias.data_ptr<float>() : nullptr, e.relu, e.out_scale,
-           e.bits_encoding == BitEncoding::PM1, fix};
-  const unsigned blocks = grid_for(e.kind == OutKind::Bits ? N * e.P * ((e.K + 31) / 32) : N * e.K * e.P);
+  Params p{};
+  p.acc = acc.data_ptr<int32_t>();
+  p.R = acc.size(1);
+  p.N = N;
+  p.K = e.K;
+  p.P = e.P;
+  p.WO = e.WO;
+  p.row_of_channel = row_of_channel.defined() ? row_of_channel.data_ptr<int32_t>() : nullptr;
+  p.scale = e.scale.defined() ? e.scale.data_ptr<float>() : nullptr;
+  p.bias = e.bias.defined() ? e.bias.data_ptr<float>() : nullptr;
+  p.relu = e.relu;
+  p.out_scale = e.out_scale;
+  p.round_half_up = e.round_half_up;
+  p.qmin = float(e.qmin);
+  p.qmax = float(e.qmax);
+  p.bits_pm1 = e.bits_encoding == BitEncoding::PM1;
+  p.n_thresholds = int(e.thresholds.size());
+  for (size_t i = 0; i < e.thresholds.size(); ++i) p.thresholds[i] = e.thresholds[i];
+  p.res_kind = kResNone;
+  if (e.residual.defined()) {
+    switch (e.residual.scalar_type()) {
+      case at::kFloat: p.res_kind = kResF32; break;
+      case at::kHalf: p.res_kind = kResF16; break;
+      case at::kBFloat16: p.res_kind = kResBF16; break;
+      case at::kChar: p.res_kind = kResS8; break;
+      default: p.res_kind = kResU8; break;
+    }
+    p.res = e.residual.data_ptr();
+    p.res_scale = e.residual_scale;
+    p.res_h = e.res_h;
+    p.res_w = e.res_w;
+    p.res_c = e.res_c;
+    p.res_stride = e.res_stride;
+    p.res_offset = e.res_offset;
+  }
+  p.float_out = e.float_out.defined() ? e.float_out.data_ptr<float>() : nullptr;
+  p.fix = fix;
+  const int64_t rows = N * e.P;
   switch (e.kind) {
     case OutKind::Int:
-      values_kernel<int32_t, 0><<<blocks, 256, 0, stream>>>(p, e.out.data_ptr<int32_t>());
+      values_kernel<int32_t, 0><<<grid_for(rows * e.K), 256, 0, stream>>>(p, e.out.data_ptr<int32_t>());
       break;
     case OutKind::Float:
       if (e.float_dtype == at::kFloat)
-        values_kernel<float, 1><<<blocks, 256, 0, stream>>>(p, e.out.data_ptr<float>());
+        values_kernel<float, 1><<<grid_for(rows * e.K), 256, 0, stream>>>(p, e.out.data_ptr<float>());
       else if (e.float_dtype == at::kHalf)
-        values_kernel<__half, 1><<<blocks, 256, 0, stream>>>(p, reinterpret_cast<__half*>(e.out.data_ptr()));
+        values_kernel<__half, 1><<<grid_for(rows * e.K), 256, 0, stream>>>(p, reinterpret_cast<__half*>(e.out.data_ptr()));
       else
-        values_kernel<__nv_bfloat16, 1><<<blocks, 256, 0, stream>>>(p, reinterpret_cast<__nv_bfloat16*>(e.out.data_ptr()));
+        values_kernel<__nv_bfloat16, 1><<<grid_for(rows * e.K), 256, 0, stream>>>(
+            p, reinterpret_cast<__nv_bfloat16*>(e.out.data_ptr()));
       break;
     case OutKind::Int8:
-      values_kernel<int8_t, 2><<<blocks, 256, 0, stream>>>(p, e.out.data_ptr<int8_t>());
+      values_kernel<int8_t, 2><<<grid_for(rows * e.K), 256, 0, stream>>>(p, e.out.data_ptr<int8_t>());
       break;
     case OutKind::Uint8:
-      values_kernel<uint8_t, 3><<<blocks, 256, 0, stream>>>(p, e.out.data_ptr<uint8_t>());
+      values_kernel<uint8_t, 2><<<grid_for(rows * e.K), 256, 0, stream>>>(p, e.out.data_ptr<uint8_t>());
       break;
     case OutKind::Bits:
-      bits_kernel<<<blocks, 256, 0, stream>>>(p, reinterpret_cast<uint32_t*>(e.out.data_ptr<int32_t>()));
+      bits_kernel<<<grid_for(rows * ((e.K + 31) / 32)), 256, 0, stream>>>(
+          p, reinterpret_cast<uint32_t*>(e.out.data_ptr<int32_t>()));
+      break;
+    case OutKind::Int4:
+      int4_kernel<<<grid_for(rows * ((e.K + 1) / 2)), 256, 0, stream>>>(p, e.out.data_ptr<uint8_t>());
       break;
   }
   C10_CUDA_KERNEL_LAUNCH_CHECK();

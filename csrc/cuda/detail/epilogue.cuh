@@ -1,7 +1,8 @@
 // The fused epilogue on CUDA (same arithmetic as csrc/common/epilogue.h): reads GEMM accumulators
 // acc [N, R, P] (cuda/detail/igemm.cuh: image, computed filter, pixel), maps output channel k to its column
-// (row_of_channel; -1 = pruned, acc 0), applies an optional binary-conv correction, then scale, bias, ReLU
-// and the output conversion into the tensor Epilogue::make allocated.
+// (row_of_channel; -1 = pruned, acc 0), applies an optional binary-conv correction, then scale, bias, the
+// residual, ReLU, the optional float_out copy and the output conversion into the NHWC tensor Epilogue::make
+// allocated. No host synchronisation: every table is a kernel argument or already on the device.
 #pragma once
 
 #include "common/epilogue.h"

@@ -10,6 +10,7 @@ import copy
 import json
 import os
 import sys
+import time
 
 import torch
 
@@ -41,7 +42,7 @@ def _stage(cfg: dict, name: str, overrides: dict, run_dir: str, progress: bool):
 
 def run(cfg: dict, progress: bool = True) -> dict:
     cc = config_mod.merge({"fp": {}, "lo": {}, "hi": {}, "search": DEFAULT_SEARCH, "deploy": True,
-                           "batch_size": 256}, cfg.get("cascade") or {})
+                           "batch_size": 256, "deploy_device": "auto"}, cfg.get("cascade") or {})
     run_dir = runner.run_dir_of(cfg)
     os.makedirs(run_dir, exist_ok=True)
     with open(os.path.join(run_dir, "config.yaml"), "w") as f:
@@ -100,8 +101,11 @@ def run(cfg: dict, progress: bool = True) -> dict:
                  "tau0": res["tau0"], "search": res["rows"], "initial": res["initial"], "val_eta": eta,
                  "val_floor": eta - float(sc["tolerance"])}
         if i == 0 and cc["deploy"]:
-            entry["deploy"] = _deploy(cfg, lo, hi_p, res["threshold"], data, run_dir, cc["batch_size"])
-            entry["fp_images_per_s"] = images_per_second(fp.cpu(), data.test, cc["batch_size"], "cpu")
+            deploy_device = _deploy_device(cc["deploy_device"])
+            entry["deploy"] = _deploy(cfg, lo, hi_p, res["threshold"], data, run_dir, cc["batch_size"],
+                                      deploy_device)
+            entry["fp_images_per_s"] = _float_images_per_second(fp, data.test, cc["batch_size"], deploy_device)
+            entry["fp_baseline"] = "fp16 channels_last" if deploy_device.type == "cuda" else "fp32 channels_last"
             fp.to(device)
         rows.append(entry)
         summary = summary or entry
@@ -111,7 +115,8 @@ def run(cfg: dict, progress: bool = True) -> dict:
         "costs": {"fp": fp_cost.summary(), "lo": lo_cost.summary(), "hi": hi_cost.summary()},
         "fp_avg_bits": avg_bits(bit_macs(fp_cost), fp_cost), "lo_avg_bits": avg_bits(bit_macs(lo_cost), fp_cost),
         "hi_avg_bits": avg_bits(bit_macs(hi_cost), fp_cost), "cascades": rows, "run_dir": run_dir,
-        "device": str(device), "deploy_device": "cpu"}
+        "device": str(device),
+        "deploy_device": str(_deploy_device(cc["deploy_device"])) if cc["deploy"] else None}
     from .report import plots, search_table, table
 
     report["table"] = table(report)
@@ -123,9 +128,31 @@ def run(cfg: dict, progress: bool = True) -> dict:
     return report
 
 
-def _deploy(cfg, lo, hi_p, threshold, data, run_dir, batch_size) -> dict:
-    """Convert both stages, run the deploy cascade on the CPU kernels, compare with the QAT cascade."""
-    device = "cpu"
+def _deploy_device(choice: str) -> torch.device:
+    """``auto``: the fastest device present (CUDA when available), else the named one."""
+    if choice == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    device = torch.device(choice)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"cascade.deploy_device={choice!r}: no CUDA device in this process")
+    return device
+
+
+def _float_images_per_second(fp, dataset, batch_size, device) -> float:
+    """The float model as a user would run it on ``device``: fp32 channels_last on the CPU, fp16 channels_last
+    on a GPU."""
+    model = copy.deepcopy(fp).to(device).eval().to(memory_format=torch.channels_last)
+    if device.type == "cuda":
+        model = model.half()
+    return images_per_second(model, dataset, batch_size, device,
+                             prepare=lambda x: x.to(memory_format=torch.channels_last).to(
+                                 torch.float16 if device.type == "cuda" else torch.float32))
+
+
+def _deploy(cfg, lo, hi_p, threshold, data, run_dir, batch_size, device) -> dict:
+    """Convert both stages into deploy engines, run the deploy cascade on ``device``, compare it with the QAT
+    cascade (on the CPU), and time it (images/s, and the share spent between the stages: confidence,
+    compaction of the remaining rows, scatter)."""
     lo, hi_p = copy.deepcopy(lo).cpu(), copy.deepcopy(hi_p).cpu()
     qat_cascade = Cascade([lo, hi_p], [threshold])
     lo_d, lo_rep = convert(lo)
@@ -134,13 +161,18 @@ def _deploy(cfg, lo, hi_p, threshold, data, run_dir, batch_size) -> dict:
         quant = cfg["cascade"][name].get("quant")
         save_deploy(model, os.path.join(run_dir, f"deploy_{name}.pt"),
                     runner.recipe_of(config_mod.merge(cfg, {"quant": quant}), data.num_classes))
-    dep = Cascade([lo_d, hi_d], [threshold])
+    dep = Cascade([lo_d.to(device), hi_d.to(device)], [threshold])
     # one pass over the test split: the deploy cascade's accuracy and exit rate, and its agreement with QAT
     loader = torch.utils.data.DataLoader(data.test, batch_size=batch_size, shuffle=False)
     same = right = exits = n = 0
+    between = total = 0.0
     for x, y in loader:
-        a, b = qat_cascade.run(x.to(device)), dep.run(x.to(device))
-        pred = b.logits.argmax(1)
+        a = qat_cascade.run(x)
+        t0 = time.perf_counter()
+        b = dep.run(x.to(device), timing=True)
+        total += time.perf_counter() - t0
+        between += dep.last_timing["between"]
+        pred = b.logits.argmax(1).cpu()
         same += int((a.logits.argmax(1) == pred).sum())
         right += int((pred == y).sum())
         exits += int((b.exit_stage == 0).sum())
@@ -148,4 +180,5 @@ def _deploy(cfg, lo, hi_p, threshold, data, run_dir, batch_size) -> dict:
     kernels = runner.kernel_counts(lo_rep + hi_rep)
     return {"accuracy": right / max(1, n), "exit_rate": exits / max(1, n), "images_per_s": images_per_second(
         dep, data.test, batch_size, device), "agree_with_qat": same / max(1, n), "kernels": kernels,
+        "device": str(device), "between_stages_fraction": between / max(total, 1e-12),
         "files": ["deploy_lo.pt", "deploy_hi.pt"]}

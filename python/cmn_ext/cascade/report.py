@@ -23,9 +23,14 @@ def table(r: dict) -> str:
                      f"{c['exit_rate']:.3f} | {ips} |")
     out = "\n".join(lines)
     if dep:
-        out += (f"\n\nDeploy cascade (torch.ops.cmn kernels: {dep['kernels']}) on {r['deploy_device']}: test top-1 "
-                f"{dep['accuracy']:.4f}, exit rate {dep['exit_rate']:.3f}, predictions equal to the QAT cascade's "
-                f"on {dep['agree_with_qat'] * 100:.2f} % of test images.")
+        base = next((c.get("fp_baseline") for c in r["cascades"] if c.get("fp_baseline")), "fp32")
+        ratio = f" ({dep['images_per_s'] / fp_ips:.2f}x the full-precision model, {base})" if fp_ips else ""
+        out += (f"\n\nDeploy cascade (torch.ops.cmn kernels: {dep['kernels']}) on {r['deploy_device']}: "
+                f"{dep['images_per_s']:.0f} images/s{ratio}; test top-1 {dep['accuracy']:.4f}, exit rate "
+                f"{dep['exit_rate']:.3f}, predictions equal to the QAT cascade's on "
+                f"{dep['agree_with_qat'] * 100:.2f} % of test images; "
+                f"{100 * dep.get('between_stages_fraction', 0.0):.1f} % of its time is spent between the stages "
+                "(confidence, compaction with its host synchronisation, scatter).")
     out += ("\nAvg bits: operations (MACs x weight bits, sparsity-aware) over the full-precision net's MACs; CMN's "
             "G counts a stage-2 row once, 'real' also charges it for stage 1. eta = "
             f"{r['val_eta']:.4f} (full-precision validation top-1), search floor {r.get('val_floor', r['val_eta']):.4f}.")

@@ -7,10 +7,12 @@ Kernel choice per QConv2d / QLinear (groups = 1):
   apot     APoT weights (<= 4 bits) and APoT activations (<= 4 bits)   -> ``apot_conv2d`` / ``apot_matmul``
 Anything else (full-precision edge layers, depthwise convs, DoReFa 8-bit weights whose 256 odd levels need
 9 bits) stays a fake-quant float layer, and the report says why. A batch norm that directly follows a
-converted layer is folded into the kernel's epilogue and replaced by ``nn.Identity``.
+converted layer is folded into the kernel's epilogue and replaced by ``nn.Identity``. The layer-wise model is
+then compiled into the deploy engine (``cmn_ext.nn.engine``).
 """
 
 import copy
+import warnings
 
 import torch
 from torch import nn
@@ -21,6 +23,7 @@ from ..quant import (APoTQuantizer, BinaryAct, BinaryWeight, DoReFaAct, DoReFaWe
                      spec_of)
 from ..train.checkpoint import load, save_atomic
 from .deploy import DEPLOY_LAYERS, APoTConv2d, BinaryConv2d, DeployLayer, Int8Conv2d
+from .engine import build_engine, source_of
 from .qat import QConv2d, qlayers, quantize_model
 
 FORMAT = "cmn_ext.deploy/1"
@@ -125,9 +128,27 @@ def _set(model, name, module):
 
 
 @torch.no_grad()
-def convert(model: nn.Module) -> tuple[nn.Module, list]:
+def convert(model: nn.Module, engine: bool = True) -> tuple[nn.Module, list]:
     """A deploy copy of the QAT ``model`` (which is left untouched) and a report: one
-    ``{"layer", "kernel", "note"}`` per QConv2d / QLinear, kernel None where it stays a float layer."""
+    ``{"layer", "kernel", "note"}`` per QConv2d / QLinear, kernel None where it stays a float layer.
+
+    With ``engine`` (the default) the copy is a ``DeployEngine`` (``cmn_ext.nn.engine``): the whole network as
+    one integer-domain graph of kernel calls, which is what runs fast. Its layer-wise form (each deploy layer
+    taking and returning float, for inspection) is ``.net``; ``engine=False`` returns that form alone. A model
+    the engine cannot trace is returned layer-wise, with a warning."""
+    deploy = _convert_layers(model)
+    report = deploy.cmn_report
+    if not engine:
+        return deploy, report
+    try:
+        return build_engine(deploy), report
+    except Exception as e:  # noqa: BLE001 - fx raises many types; the layer-wise model still works
+        warnings.warn(f"convert: the deploy engine could not trace {type(model).__name__} ({e}); returning the "
+                      "layer-wise deploy model", stacklevel=2)
+        return deploy, report
+
+
+def _convert_layers(model: nn.Module) -> nn.Module:
     deploy = copy.deepcopy(model).eval()
     pairs = conv_bn_pairs(deploy)
     report, folded = [], []
@@ -143,8 +164,9 @@ def convert(model: nn.Module) -> tuple[nn.Module, list]:
             _set(deploy, bn_name, nn.Identity())
             folded.append(bn_name)
     deploy.cmn_folded = folded
+    deploy.cmn_report = report
     deploy.requires_grad_(False)  # inference only: the kernels have no gradient
-    return deploy, report
+    return deploy
 
 
 @torch.no_grad()
@@ -167,8 +189,9 @@ def compare(reference: nn.Module, deploy: nn.Module, batches) -> dict:
 
 
 def save_deploy(model: nn.Module, path: str, recipe: dict) -> None:
-    """Save a deploy model; ``recipe`` = {"model": name, "num_classes": n, "model_kwargs": {...},
-    "quant": spec} rebuilds its skeleton. Loadable with ``torch.load(weights_only=True)``."""
+    """Save a deploy model (an engine or a layer-wise model); ``recipe`` = {"model": name, "num_classes": n,
+    "model_kwargs": {...}, "quant": spec} rebuilds its skeleton. Loadable with ``torch.load(weights_only=True)``."""
+    model = source_of(model)
     layers = {n: {"type": type(m).__name__, "meta": m.meta} for n, m in model.named_modules()
               if isinstance(m, DeployLayer)}
     save_atomic({"format": FORMAT, "recipe": dict(recipe), "layers": layers,
@@ -196,8 +219,9 @@ def _fit_shapes(model: nn.Module, state: dict) -> None:
             mod.num_features = value.shape[0]
 
 
-def load_deploy(path: str, map_location="cpu") -> nn.Module:
-    """Rebuild a deploy model saved by ``save_deploy``."""
+def load_deploy(path: str, map_location="cpu", engine: bool = True) -> nn.Module:
+    """Rebuild a deploy model saved by ``save_deploy``: a ``DeployEngine`` (or the layer-wise model with
+    ``engine=False``)."""
     from ..models import build_model
 
     obj = load(path, map_location=map_location)
@@ -213,4 +237,5 @@ def load_deploy(path: str, map_location="cpu") -> nn.Module:
     _fit_shapes(model, obj["state_dict"])
     model.load_state_dict(obj["state_dict"])
     model.cmn_folded = list(obj["folded"])
-    return model.requires_grad_(False).eval()
+    model.requires_grad_(False).eval()
+    return build_engine(model) if engine else model

@@ -1,5 +1,7 @@
 """Python side of the ``torch.ops.cmn`` operators: fake kernels, float64 references and packing helpers."""
 
+import contextlib
+
 import torch
 
 from . import fake  # noqa: F401  (registers the fake kernels; must be imported by this exact module path)
@@ -11,7 +13,47 @@ from .packing import (
     unpack_int4,
 )
 
-OP_NAMES = ("pack_bits", "binary_conv2d", "int8_conv2d", "pack_int4", "apot_matmul", "apot_conv2d")
+OP_NAMES = ("pack_bits", "binary_conv2d", "int8_conv2d", "pack_int4", "apot_matmul", "apot_conv2d", "int8_prepack",
+            "binary_prepack")
+
+
+def cpu_paths() -> dict:
+    """The CPU's features and, per kernel family ("int8", "binary"), the paths this build has ("built"), those
+    this CPU can run ("available") and the one the next call takes ("selected"). ``emu_*`` paths run another
+    instruction set's data layout and tiling on AVX2 instructions (for tests)."""
+    from .. import _C
+
+    return _C.cpu_paths()
+
+
+def set_cpu_path(family: str, name: str | None = None) -> None:
+    """Make every following call of ``family`` ("int8" or "binary") take CPU path ``name``; None restores the
+    default (the fastest this CPU has). The environment variables CMN_CPU_INT8_PATH / CMN_CPU_BINARY_PATH set
+    it at start-up."""
+    from .. import _C
+
+    _C.set_cpu_path(family, name or "")
+
+
+def set_winograd(enabled: bool | None) -> None:
+    """Integer Winograd F(2x2, 3x3) for 3x3 stride-1 int8 / APoT convolutions on the CPU's int16 paths (exact,
+    2.25x fewer multiplies): True / False force it on / off, None restores the default (on, unless the
+    environment variable CMN_CPU_WINOGRAD=0)."""
+    from .. import _C
+
+    _C.set_winograd(-1 if enabled is None else int(bool(enabled)))
+
+
+@contextlib.contextmanager
+def using_cpu_path(family: str, name: str | None):
+    """``with using_cpu_path("int8", "emu_vnni"): ...`` runs the block on that path, then restores the previous
+    choice."""
+    before = cpu_paths()[family]["selected"]
+    set_cpu_path(family, name)
+    try:
+        yield
+    finally:
+        set_cpu_path(family, before)
 
 
 def build_info() -> dict:
@@ -30,12 +72,17 @@ def build_info() -> dict:
         "cuda_available": torch.cuda.is_available(),
         "compiler": _C.cxx,
         "ops": backends,
+        "cpu": _C.cpu_paths(),
     }
 
 
 __all__ = [
     "OP_NAMES",
     "build_info",
+    "cpu_paths",
+    "set_cpu_path",
+    "set_winograd",
+    "using_cpu_path",
     "pack_apot_conv_input",
     "pack_apot_conv_weight",
     "unpack_bits",

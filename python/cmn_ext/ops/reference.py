@@ -20,14 +20,14 @@ def pack_int4(codes: torch.Tensor) -> torch.Tensor:
     return (c[..., 0::2] | (c[..., 1::2] << 4)).to(torch.uint8)
 
 
-def binary_conv2d(x_bits, w_bits, in_channels, stride, padding, dilation, encoding="pm1", **epi):
+def binary_conv2d(x_bits, w_bits, in_channels, stride, padding, dilation, encoding="pm1", prepacked=None, **epi):
     x = unpack_bits(x_bits, in_channels, encoding).to(torch.float64)
     w = unpack_bits(w_bits, in_channels, "pm1").to(torch.float64)
     acc = F.conv2d(x, w, None, stride, padding, dilation)
     return epilogue(torch.round(acc).to(torch.int64), default_encoding=encoding, **epi)
 
 
-def int8_conv2d(x, w, stride, padding, dilation, keep=None, *, compact=False, **epi):
+def int8_conv2d(x, w, stride, padding, dilation, keep=None, *, compact=False, prepacked=None, **epi):
     k_full = w.shape[0] if keep is None else keep.shape[0]
     kept = torch.arange(k_full, device=w.device) if keep is None else torch.nonzero(keep).flatten()
     if keep is not None and w.shape[0] != k_full:  # compacted weights: one row per kept filter
@@ -51,7 +51,7 @@ def apot_matmul(a_packed, a_levels, b_packed, b_levels, k, method="auto", **epi)
 
 
 def apot_conv2d(x_packed, x_levels, w_packed, w_levels, in_channels, stride, padding, dilation, method="auto",
-                **epi):
+                prepacked=None, **epi):
     x = x_levels.to(torch.float64)[unpack_int4(x_packed, in_channels).long()].permute(0, 3, 1, 2)
     w = w_levels.to(torch.float64)[unpack_int4(w_packed, in_channels).long()].permute(0, 3, 1, 2)
     acc = F.conv2d(x, w, None, stride, padding, dilation)

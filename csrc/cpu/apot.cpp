@@ -129,17 +129,8 @@ at::Tensor apot_conv2d_cpu(const at::Tensor& x_packed, const at::Tensor& x_level
       job.levels[c] = int16_t(p.x.v[c]);
       job.levels8[c] = int8_t(p.x.fits_int8 ? p.x.v[c] : 0);
     }
-    job.R = g.K;
-    job.Rpad = pk.Rpad;
-    job.Cp2 = pk.Cp2;
-    job.Cq4 = pk.Cq4;
-    job.w_pairs = pk.pairs;
-    job.w_quads = pk.quads;
-    job.w_sum = pk.sum;
-    job.w_wino = pk.wino;
-    job.w_flat = pk.flat;
+    cpu::set_weights(job, pk);
     job.x_max_abs = p.x.max_abs;
-    job.w_max_abs = pk.w_max_abs;
     job.epi = ep.view();
     // The quads (VNNI) layout stores activation levels as uint8: fall back to pairs for negative levels.
     bool nonneg = true;

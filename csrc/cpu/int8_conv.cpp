@@ -55,17 +55,8 @@ at::Tensor int8_conv2d_cpu(const at::Tensor& x, const at::Tensor& w, at::IntArra
   job.in = plan.x_unsigned ? cpu::InCode::U8 : cpu::InCode::S8;
   job.x = static_cast<const uint8_t*>(x_nhwc.data_ptr());
   job.x_pixel_bytes = g.C;
-  job.R = R;
-  job.Rpad = pk.Rpad;
-  job.Cp2 = pk.Cp2;
-  job.Cq4 = pk.Cq4;
-  job.w_pairs = pk.pairs;
-  job.w_quads = pk.quads;
-  job.w_sum = pk.sum;
-  job.w_wino = pk.wino;
-  job.w_flat = pk.flat;
+  cpu::set_weights(job, pk);
   job.x_max_abs = plan.x_unsigned ? 255 : 128;
-  job.w_max_abs = pk.w_max_abs;
   job.epi = ep.view(row_of_channel.empty() ? nullptr : row_of_channel.data());
   cpu::run_int8(job);
   return ep.out;

@@ -109,6 +109,19 @@ at::Tensor int8_pack(const at::Tensor& w_in) {
   return out;
 }
 
+void set_weights(Int8Job& job, const Int8Packed& pk) {
+  job.R = pk.R;
+  job.Rpad = pk.Rpad;
+  job.Cp2 = pk.Cp2;
+  job.Cq4 = pk.Cq4;
+  job.w_pairs = pk.pairs;
+  job.w_quads = pk.quads;
+  job.w_sum = pk.sum;
+  job.w_wino = pk.wino;
+  job.w_flat = pk.flat;
+  job.w_max_abs = pk.w_max_abs;
+}
+
 Int8Packed int8_packed_view(const char* op, const at::Tensor& p, int64_t R, int64_t C, int64_t KH, int64_t KW) {
   check_header<int32_t>(op, p, at::kInt, kInt8Magic, "cmn::int8_prepack");
   const int32_t* h = p.data_ptr<int32_t>();

@@ -2,6 +2,8 @@
 // caller passes none. Both are 1-d tensors with a 16-word header that the ops check against the weights.
 #pragma once
 
+#include "cpu/kernels/job.h"
+
 #include <ATen/core/Tensor.h>
 
 #include <cstdint>
@@ -17,6 +19,8 @@ struct Int8Packed {  // see int8_prepack_cpu
   int64_t w_max_abs;
   const int32_t* flat;  // [ceil(taps C / 2)][Rpad]: taps x channels as one reduction
 };
+// The job's weight fields from a prepacked view (rows R, their layouts and bounds).
+void set_weights(Int8Job& job, const Int8Packed& pk);
 // Builds the layout of int8 weights [R, C, kh, kw] (the rows the kernel computes).
 at::Tensor int8_pack(const at::Tensor& w);
 // Checks a prepacked tensor against the rows / geometry the op will compute and returns its views.

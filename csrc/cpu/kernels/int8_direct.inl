@@ -79,6 +79,32 @@ static void int8_row_blocks(const int32_t* xb, int64_t stride, int64_t cs, const
   }
 }
 
+// C nibble codes (element 2j in the low nibble of byte j) -> int16 levels through the job's level table.
+static inline void decode_nibbles_i16(const Int8Job& J, const uint8_t* s, int64_t C, int16_t* di) {
+  int64_t c = 0;
+#if defined(__AVX2__)
+  if (J.levels_fit_int8) {  // 32 nibbles -> 32 int16 levels: two table lookups (vpshufb)
+    const __m128i table = _mm_loadu_si128(reinterpret_cast<const __m128i*>(J.levels8));
+    const __m128i low = _mm_set1_epi8(0x0f);
+    for (; c + 32 <= C; c += 32) {
+      const __m128i b = _mm_loadu_si128(reinterpret_cast<const __m128i*>(s + c / 2));
+      const __m128i lo = _mm_shuffle_epi8(table, _mm_and_si128(b, low));
+      const __m128i hi = _mm_shuffle_epi8(table, _mm_and_si128(_mm_srli_epi16(b, 4), low));
+      _mm256_storeu_si256(reinterpret_cast<__m256i*>(di + c), _mm256_cvtepi8_epi16(_mm_unpacklo_epi8(lo, hi)));
+      _mm256_storeu_si256(reinterpret_cast<__m256i*>(di + c + 16), _mm256_cvtepi8_epi16(_mm_unpackhi_epi8(lo, hi)));
+    }
+    if (c + 16 <= C) {
+      const __m128i b = _mm_loadl_epi64(reinterpret_cast<const __m128i*>(s + c / 2));
+      const __m128i lo = _mm_shuffle_epi8(table, _mm_and_si128(b, low));
+      const __m128i hi = _mm_shuffle_epi8(table, _mm_and_si128(_mm_srli_epi16(b, 4), low));
+      _mm256_storeu_si256(reinterpret_cast<__m256i*>(di + c), _mm256_cvtepi8_epi16(_mm_unpacklo_epi8(lo, hi)));
+      c += 16;
+    }
+  }
+#endif
+  for (; c < C; ++c) di[c] = J.levels[(s[c >> 1] >> ((c & 1) * 4)) & 15];
+}
+
 // The image n of the job in the kernel's input format: pixel i at xbuf + i * cs int32 words, pixel H*W zero.
 template <bool QUADS>
 static void int8_convert_image(const Int8Job& J, int64_t n, int32_t* xbuf, int64_t cs) {
@@ -101,28 +127,7 @@ static void int8_convert_image(const Int8Job& J, int64_t n, int32_t* xbuf, int64
         } else if (J.in == InCode::S8) {
           for (int64_t c = 0; c < C; ++c) di[c] = int16_t(int8_t(s[c]));
         } else {
-          int64_t c = 0;
-#if defined(__AVX2__)
-          if (J.levels_fit_int8) {  // 32 nibbles -> 32 int16 levels: two table lookups (vpshufb)
-            const __m128i table = _mm_loadu_si128(reinterpret_cast<const __m128i*>(J.levels8));
-            const __m128i low = _mm_set1_epi8(0x0f);
-            for (; c + 32 <= C; c += 32) {
-              const __m128i b = _mm_loadu_si128(reinterpret_cast<const __m128i*>(s + c / 2));
-              const __m128i lo = _mm_shuffle_epi8(table, _mm_and_si128(b, low));
-              const __m128i hi = _mm_shuffle_epi8(table, _mm_and_si128(_mm_srli_epi16(b, 4), low));
-              _mm256_storeu_si256(reinterpret_cast<__m256i*>(di + c), _mm256_cvtepi8_epi16(_mm_unpacklo_epi8(lo, hi)));
-              _mm256_storeu_si256(reinterpret_cast<__m256i*>(di + c + 16), _mm256_cvtepi8_epi16(_mm_unpackhi_epi8(lo, hi)));
-            }
-            if (c + 16 <= C) {
-              const __m128i b = _mm_loadl_epi64(reinterpret_cast<const __m128i*>(s + c / 2));
-              const __m128i lo = _mm_shuffle_epi8(table, _mm_and_si128(b, low));
-              const __m128i hi = _mm_shuffle_epi8(table, _mm_and_si128(_mm_srli_epi16(b, 4), low));
-              _mm256_storeu_si256(reinterpret_cast<__m256i*>(di + c), _mm256_cvtepi8_epi16(_mm_unpacklo_epi8(lo, hi)));
-              c += 16;
-            }
-          }
-#endif
-          for (; c < C; ++c) di[c] = J.levels[(s[c >> 1] >> ((c & 1) * 4)) & 15];
+          decode_nibbles_i16(J, s, C, di);
         }
         for (int64_t c = C; c < dw; ++c) di[c] = 0;
       }

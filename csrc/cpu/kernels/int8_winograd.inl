@@ -150,7 +150,7 @@ static void wino_convert_image(const Int8Job& J, int64_t n, int16_t* buf, int64_
       } else if (J.in == InCode::S8) {
         for (int64_t c = 0; c < C; ++c) di[c] = int16_t(int8_t(s[c]));
       } else {
-        for (int64_t c = 0; c < C; ++c) di[c] = J.levels[(s[c >> 1] >> ((c & 1) * 4)) & 15];
+        decode_nibbles_i16(J, s, C, di);
       }
       for (int64_t c = C; c < dw; ++c) di[c] = 0;
     }

@@ -11,20 +11,11 @@ namespace cmn::cpu::avx512 {
 #include "cpu/kernels/int8_winograd.inl"
 
 namespace {
-struct Traits256 {  // the remainder of 8 rows: the same instruction on 256-bit registers (AVX-512 VL / AVX2)
-  using V = __m256i;
-  static constexpr int lanes = 8, np = 6, max_nv = 2;
-  static constexpr bool quads = false;
-  static V zero() { return _mm256_setzero_si256(); }
-  static V load(const int32_t* p) { return _mm256_loadu_si256(reinterpret_cast<const __m256i*>(p)); }
-  static V bcast(const int32_t* p) { return _mm256_set1_epi32(*p); }
-  static V mac(V acc, V x, V w) { return _mm256_add_epi32(acc, _mm256_madd_epi16(x, w)); }
-  static void store(int32_t* p, V v) { _mm256_storeu_si256(reinterpret_cast<__m256i*>(p), v); }
-};
+#include "cpu/kernels/traits_ymm.inl"
 
 struct Traits {
   using V = __m512i;
-  using Half = Traits256;
+  using Half = TraitsYmmPairs;  // the remainder of 8 rows
   static constexpr int lanes = 16, np = 6, max_nv = 4;
   static constexpr bool quads = false;
   static V zero() { return _mm512_setzero_si512(); }
@@ -33,11 +24,10 @@ struct Traits {
   static V mac(V acc, V x, V w) { return _mm512_add_epi32(acc, _mm512_madd_epi16(x, w)); }
   static void store(int32_t* p, V v) { _mm512_storeu_si512(p, v); }
 };
-}  // namespace
-
 struct TraitsNarrow : Traits {  // one vector of rows (up to 16 filters): twice the pixels per register tile
   static constexpr int np = 12, max_nv = 1;
 };
+}  // namespace
 
 void int8_tasks(const Int8Job& job, int64_t t0, int64_t t1, Scratch& s) {
   if (job.flat) return int8_run_flat<Traits>(job, t0, t1, s);

@@ -77,14 +77,19 @@ class Cascade(nn.Module):
                 confidence = out.new_empty(n)
             conf = F.softmax(out, dim=1).amax(1)
             done = torch.ones_like(conf, dtype=torch.bool) if s == last else conf >= self.thresholds[s]
-            where = rows[done]
-            logits.index_copy_(0, where, out[done])
-            confidence.index_copy_(0, where, conf[done])
-            exit_stage.index_fill_(0, where, s)
-            stay = ~done
-            rows, x = rows[stay], x[stay]
-            if rows.numel() == 0:
+            n_done = int(done.sum())  # the one host synchronisation per stage: it sizes the compaction
+            if n_done == rows.numel():  # every remaining row exits here: no compaction
+                logits.index_copy_(0, rows, out)
+                confidence.index_copy_(0, rows, conf)
+                exit_stage.index_fill_(0, rows, s)
                 break
+            if n_done:
+                where = rows[done]
+                logits.index_copy_(0, where, out[done])
+                confidence.index_copy_(0, where, conf[done])
+                exit_stage.index_fill_(0, where, s)
+                stay = ~done
+                rows, x = rows[stay], x[stay]
         if clock:
             clock.lap("between")
             self.last_timing = dict(clock.totals)

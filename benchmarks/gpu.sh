@@ -5,7 +5,10 @@
 #   bash benchmarks/gpu.sh             # there, e.g. run(command="bash benchmarks/gpu.sh"); the GPU image has
 #                                      # torch, triton, pytest, xdist and hypothesis, nothing needs carrying
 #
-# GPU_SH_STAGES picks stages (default "cuda triton opcheck bench"; the build always runs).
+# GPU_SH_STAGES picks stages (default "cuda engine triton opcheck bench deploy"; the build always runs).
+# "engine": the deploy engine's CUDA tests (epilogue on CUDA, CUDA graph capture of whole deploy models);
+# "deploy": benchmarks/bench_deploy.py --device cuda (engines vs cuDNN fp16 channels_last), with the pretrained
+# ResNet-20 when .device/resnet20.th was carried (cp ../shared/weights/resnet20-*.th .device/resnet20.th).
 # Writes $OUT/device.txt, build.log, tests.log, bench.log and the merged $OUT/<device>.{json,md} (commit these
 # two under benchmarks/results/). GPU_SH_FAMILIES picks benchmark families (default all three).
 set -uo pipefail
@@ -35,7 +38,7 @@ echo "[gpu.sh] built in $((SECONDS - start)) s"
 # Each stage has its own time limit so that one slow or hanging stage still leaves the others' results under
 # $OUT (a device call is limited to 10 minutes). A kernel fault poisons the CUDA context of its process, so the
 # test files run in separate processes, with synchronous launches to name the faulting test.
-STAGES=${GPU_SH_STAGES:-"cuda triton opcheck bench"}
+STAGES=${GPU_SH_STAGES:-"cuda engine triton opcheck bench deploy"}
 run_tests() {  # name, limit (s), pytest arguments...
   local name=$1 limit=$2; shift 2
   echo "[gpu.sh] tests $name"
@@ -46,8 +49,17 @@ run_tests() {  # name, limit (s), pytest arguments...
   { echo "===== tests $name"; cat "$TMP/tests_$name.log"; } >> "$OUT/tests.log"
 }
 [[ $STAGES == *cuda* ]] && run_tests cuda 200 tests/test_cuda.py tests/test_errors.py
+[[ $STAGES == *engine* ]] && run_tests engine 150 tests/test_engine.py tests/test_epilogue.py -k "cuda"
 [[ $STAGES == *triton* ]] && run_tests triton 150 tests/test_triton.py
 [[ $STAGES == *opcheck* ]] && run_tests opcheck 90 tests/test_opcheck.py -k "cuda or triton"
+if [[ $STAGES == *deploy* ]]; then
+  echo "[gpu.sh] deploy benchmark"
+  weights=(); [[ -f .device/resnet20.th ]] && weights=(--weights .device/resnet20.th)
+  timeout "${DEPLOY_LIMIT:-150}" python benchmarks/bench_deploy.py --device cuda --no-onnx --rounds 5 \
+    "${weights[@]}" --out "$OUT" > "$TMP/deploy.log" 2>&1
+  echo "[gpu.sh] deploy rc=$?"; grep "^|" "$TMP/deploy.log" | head -20
+  { echo "===== deploy"; cat "$TMP/deploy.log"; } >> "$OUT/bench.log"
+fi
 [[ $STAGES == *bench* ]] || exit 0
 
 parts=()

@@ -107,9 +107,10 @@ def test_pruned_int8_engine(pruned):
         assert float((qat(x).argmax(1) == engine(x).argmax(1)).double().mean()) >= 0.95
 
 
-@pytest.mark.parametrize("scheme", ["binary01", "int8", "apot"])
+@pytest.mark.parametrize("scheme", ["binary01", "int8", "int8_masked", "apot"])
 def test_engine_compiles_and_exports(scheme):
-    engine, _ = convert(_qat(scheme, depth=8))
+    masked = scheme == "int8_masked"
+    engine, _ = convert(_qat("int8" if masked else scheme, depth=8, pruned="masked" if masked else None))
     x = torch.randn(5, 3, 32, 32)
     with torch.no_grad():
         eager = engine(x)

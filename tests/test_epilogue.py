@@ -5,7 +5,7 @@ channels_last layout of value outputs."""
 
 import pytest
 import torch
-from conftest import APOT_ACT_LEVELS, APOT_WEIGHT_LEVELS
+from conftest import APOT_ACT_LEVELS, APOT_WEIGHT_LEVELS, requires_cuda
 from helpers import apot_conv_inputs, binary_inputs, int8_inputs
 
 import cmn_ext
@@ -96,6 +96,23 @@ def test_epilogue_on_every_cpu_path():
             with using_cpu_path("binary", path):
                 got = op(*args, **kw)
             assert torch.equal(got, reference(*args, **kw)), (path, epi)
+
+
+@requires_cuda
+@pytest.mark.parametrize("case", list(CASES))
+def test_epilogue_on_cuda(case):
+    """The CUDA epilogue (NHWC outputs, residual, float_out, int4, rounding, clamp) equals the reference."""
+    op, reference, args, _ = CASES[case]
+    cuda = lambda v: v.cuda() if isinstance(v, torch.Tensor) else v  # noqa: E731
+    residual = torch.randn(N, 8, 2 * H, 2 * H)
+    for epi in EPILOGUES.values():
+        kw = dict(scale=torch.rand(K) * 0.05, bias=torch.randn(K), relu=True, residual=residual, residual_stride=2,
+                  residual_offset=8, **epi)
+        fo = torch.empty(N, K, H, H, device="cuda").contiguous(memory_format=torch.channels_last)
+        fo_ref = torch.empty(N, K, H, H)
+        got = op(*map(cuda, args), float_out=fo, **{k: cuda(v) for k, v in kw.items()})
+        want = reference(*args, float_out=fo_ref, **kw)
+        assert torch.equal(got.cpu(), want) and torch.equal(fo.cpu(), fo_ref), (case, epi)
 
 
 def test_apot_matmul_epilogue():

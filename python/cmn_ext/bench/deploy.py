@@ -60,7 +60,8 @@ def machine() -> dict:
     except OSError:
         pass
     info = cmn_ext.ops.cpu_paths()
-    return {"cpu": model, "features": info["features"], "threads": torch.get_num_threads(),
+    gpu = {"gpu": torch.cuda.get_device_name()} if torch.cuda.is_available() else {}
+    return {**gpu, "cpu": model, "features": info["features"], "threads": torch.get_num_threads(),
             "int8_path": info["int8"]["selected"], "binary_path": info["binary"]["selected"],
             "winograd": info["winograd"], "torch": torch.__version__, "cmn_ext": cmn_ext.__version__,
             "python": platform.python_version()}
@@ -84,7 +85,9 @@ def _qat_model(scheme: str, weights: str | None, calib: torch.Tensor, arch: str 
 
 
 def _time(models: dict, x: torch.Tensor, rounds: int, inner: int) -> dict:
-    """Seconds per call of each model on x in each of `rounds` interleaved rounds of `inner` calls."""
+    """Seconds per call of each model on x in each of `rounds` interleaved rounds of `inner` calls (the device
+    synchronised around each round)."""
+    sync = torch.cuda.synchronize if x.device.type == "cuda" else (lambda: None)
     times = {name: [] for name in models}
     with torch.no_grad():
         for fn in models.values():
@@ -92,9 +95,11 @@ def _time(models: dict, x: torch.Tensor, rounds: int, inner: int) -> dict:
             fn(x)
         for _ in range(rounds):
             for name, fn in models.items():
+                sync()
                 t0 = time.perf_counter()
                 for _ in range(inner):
                     fn(x)
+                sync()
                 times[name].append((time.perf_counter() - t0) / inner)
     return times
 
@@ -155,7 +160,7 @@ def _cascade_threshold(lo: nn.Module, images: torch.Tensor, exit_fraction: float
 
 def run(weights: str | None = None, data: str | None = None, batches=(256, 1), rounds: int = 5,
         agree_images: int = 1000, onnx: bool = True, workdir: str = "runs/bench_deploy", log=print,
-        arch: str = "resnet20") -> dict:
+        arch: str = "resnet20", device: str = "cpu") -> dict:
     from ..cascade.cascade import Cascade
 
     torch.manual_seed(0)
@@ -188,21 +193,31 @@ def run(weights: str | None = None, data: str | None = None, batches=(256, 1), r
     agree["cascade"] = _agreement(qat_cascade, cascade, images)
     with torch.no_grad():
         exit_rate = float(cascade.run(images).exit_stage.eq(0).double().mean())
-    sessions = _onnx_sessions(fp, calib, workdir) if onnx else {}
+    sessions = _onnx_sessions(fp, calib, workdir) if onnx and device == "cpu" else {}
+    dev = torch.device(device)
+    if dev.type == "cuda":  # the deploy engines on the GPU (agreement was measured on the CPU kernels)
+        cascade = Cascade([engines["binary"].to(dev), engines["int8_pruned"].to(dev)], [threshold]).eval()
+        for e in engines.values():
+            e.to(dev)
 
-    results = {"machine": machine(), "model": arch, "agreement_source": source, "weights": os.path.basename(weights) if weights
+    results = {"machine": machine(), "model": arch, "device": str(dev), "agreement_source": source, "weights": os.path.basename(weights) if weights
                else None, "cascade": {"threshold": threshold, "exit_rate": exit_rate}, "rows": []}
     for batch in batches:
         x = images[:batch] if batch <= len(images) else torch.cat([images] * (batch // len(images) + 1))[:batch]
-        models = {"torch fp32 NCHW": fp, "torch fp32 channels_last": lambda t: fp_cl(
+        x = x.to(dev)
+        models = {"torch fp32 NCHW": fp.to(dev), "torch fp32 channels_last": lambda t: fp_cl.to(dev)(
             t.contiguous(memory_format=torch.channels_last))}
+        if dev.type == "cuda":  # what a GPU user would run: cuDNN fp16 channels_last
+            fp16 = copy.deepcopy(fp_cl).to(dev).half()
+            models["torch fp16 channels_last"] = lambda t: fp16(t.half().contiguous(memory_format=torch.channels_last))
         models.update({f"cmn {s}": e for s, e in engines.items()})
         models["cmn cascade"] = cascade
         log(f"[bench_deploy] timing batch {batch}")
         inner = 1 if batch >= 64 else 20
         n_rounds = rounds if batch >= 64 else 4 * rounds
         times = _time(models, x, n_rounds, inner)
-        torch_best = [min(a, b) for a, b in zip(times["torch fp32 NCHW"], times["torch fp32 channels_last"])]
+        baselines = [n for n in times if n.startswith("torch fp16")] or ["torch fp32 NCHW", "torch fp32 channels_last"]
+        torch_best = [min(ts) for ts in zip(*(times[n] for n in baselines))]
         rows = {name: (t, _paired_ratio(torch_best, t)) for name, t in times.items()}
         if sessions:  # rounds of their own; compared by fastest round (their spinning threads disturb pairs)
             extra = _time(sessions, x, n_rounds, inner)
@@ -213,6 +228,7 @@ def run(weights: str | None = None, data: str | None = None, batches=(256, 1), r
             results["rows"].append({
                 "batch": batch, "model": name, "images_per_s": batch / min(t), "ms_per_batch": min(t) * 1e3,
                 "vs_torch_fp32": vs_torch, "vs_onnxruntime_int8": ort_int8 / min(t) if ort_int8 else None,
+                "baseline": " / ".join(baselines),
                 "agree_with_qat": agree.get(scheme) if name.startswith("cmn ") else None})
     return results
 
@@ -225,9 +241,11 @@ def markdown(results: dict) -> str:
              f"Agreement with the QAT model on {results['agreement_source']}. Cascade: threshold "
              f"{results['cascade']['threshold']:.3f}, {100 * results['cascade']['exit_rate']:.1f} % of the images "
              "exit at the binary stage.", "",
-             "Images/s: the fastest of the interleaved rounds. vs torch fp32: median of per-round paired ratios "
+             f"Device: {results.get('device', 'cpu')}{' (' + m['gpu'] + ')' if m.get('gpu') else ''}. Images/s: the "
+             "fastest of the interleaved rounds. vs torch: against the same network in PyTorch, the faster of fp32 "
+             "NCHW and channels_last on a CPU, fp16 channels_last on a GPU; the median of per-round paired ratios "
              "(ONNX Runtime rows: ratio of fastest rounds). vs ORT int8: ratio of fastest rounds.", "",
-             "| batch | model | images/s | ms / batch | vs torch fp32 | vs ORT int8 | top-1 agreement with QAT |",
+             "| batch | model | images/s | ms / batch | vs torch | vs ORT int8 | top-1 agreement with QAT |",
              "|---:|---|---:|---:|---:|---:|---:|"]
     for r in results["rows"]:
         ort = f"{r['vs_onnxruntime_int8']:.2f}x" if r["vs_onnxruntime_int8"] else "-"
@@ -279,8 +297,12 @@ def summary(results: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
-def save(results: dict, out_dir: str, device: str = "cpu") -> tuple[str, str]:
+def save(results: dict, out_dir: str) -> tuple[str, str]:
+    """deploy_cpu.{json,md}, or deploy_<gpu name>.{json,md} for a GPU run."""
     os.makedirs(out_dir, exist_ok=True)
+    device = "cpu"
+    if results.get("device", "cpu").startswith("cuda"):
+        device = "".join(c if c.isalnum() else "_" for c in results["machine"].get("gpu", "cuda").lower())
     base = os.path.join(out_dir, f"deploy_{device}")
     with open(base + ".json", "w") as f:
         json.dump(results, f, indent=2)

@@ -25,7 +25,7 @@ export TORCH_CUDA_ARCH_LIST=${TORCH_CUDA_ARCH_LIST:-9.0a}
 nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader | tee "$OUT/device.txt"
 
 # The GPU image sets CXX to its own /opt/gcc; build with the system compilers, the ones its libstdc++ belongs to.
-# (A CUDA build there still segfaults on integer error messages: README "Known problem on the GPU image".)
+# (A CUDA build there still segfaulted on integer error messages: docs/kernels.md "Known problem on the GPU image".)
 if [[ -x /usr/bin/g++ && -x /usr/bin/gcc ]]; then export CC=/usr/bin/gcc CXX=/usr/bin/g++; fi
 echo "[gpu.sh] build"
 start=$SECONDS

@@ -11,7 +11,7 @@ import pytest
 import torch
 from conftest import APOT_ACT_LEVELS, APOT_WEIGHT_LEVELS
 from helpers import apot_conv_inputs, binary_inputs, int8_inputs
-from hypothesis import given
+from hypothesis import assume, given
 from hypothesis import strategies as st
 
 import cmn_ext
@@ -136,8 +136,6 @@ def test_binary_bits_output_every_path(path):
        ks=st.sampled_from([1, 3]), stride=st.integers(1, 2), pad=st.integers(0, 2), unsigned=st.booleans(),
        path=st.sampled_from(INT8_PATHS), wino=st.booleans())
 def test_int8_conv_property(n, c, k, h, w, ks, stride, pad, unsigned, path, wino):
-    from hypothesis import assume
-
     assume(h + 2 * pad >= ks and w + 2 * pad >= ks)
     x, wt = int8_inputs(n, c, k, h, w, ks, ks, unsigned)
     set_winograd(wino)

@@ -3,7 +3,7 @@ variants chosen through their environment switches); bad inputs on CUDA. Skipped
 
 import pytest
 import torch
-from hypothesis import given
+from hypothesis import assume, given
 from hypothesis import settings as hsettings
 from hypothesis import strategies as st
 
@@ -73,8 +73,7 @@ def test_binary_conv2d_edge_cases(case, encoding, binary_path):
 @given(conv_shapes, st.sampled_from(["pm1", "01"]), st.sampled_from(["mma", "popc"]))
 def test_binary_conv2d_property(shape, encoding, path):
     n, c, k, h, w, ks, s, p, d = shape
-    if not _fits(h, w, ks, p, d):
-        return
+    assume(_fits(h, w, ks, p, d))
     xb, wb = binary_inputs(n, c, k, h, w, ks, ks, encoding)
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("CMN_BINARY_CONV_PATH", path)
@@ -115,8 +114,7 @@ def test_int8_conv2d_edge_cases(case, unsigned):
 @given(conv_shapes, st.booleans(), st.floats(0, 1), st.booleans())
 def test_int8_conv2d_property(shape, unsigned, keep_frac, compact):
     n, c, k, h, w, ks, s, p, d = shape
-    if not _fits(h, w, ks, p, d):
-        return
+    assume(_fits(h, w, ks, p, d))
     x, wt = int8_inputs(n, c, k, h, w, ks, ks, unsigned)
     keep = torch.rand(k) < keep_frac
     got, want = _both("int8_conv2d", x, wt, [s, s], [p, p], [d, d], keep, compact=compact)

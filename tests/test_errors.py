@@ -134,3 +134,24 @@ def test_requires_grad_is_refused():
     with torch.no_grad():
         assert ops.pack_bits(x).shape == (1, 4, 4, 1)
     assert ops.pack_bits(x.detach()).shape == (1, 4, 4, 1)
+
+
+def test_meta_tensor_beside_cpu_tensors_is_refused():
+    """A meta tensor dispatches the call to the fake kernel: it checks devices like the real kernels instead of
+    returning uninitialised memory."""
+    x, w = int8_inputs(1, 8, 4, 5, 5, 3, 3, True)
+    with pytest.raises(RuntimeError, match=r"all tensors must be on one device; 'x' is on cpu but 'w' is on meta"):
+        ops.int8_conv2d(x, w.to("meta"), S, P, D)
+    xb, wb = binary_inputs(1, 8, 2, 4, 4, 3, 3, "pm1")
+    with pytest.raises(RuntimeError, match=r"'x_bits' is on cpu but 'scale' is on meta"):
+        ops.binary_conv2d(xb, wb, 8, S, P, D, scale=torch.ones(2, device="meta"), output="float")
+    fake = ops.int8_conv2d(x.to("meta"), w.to("meta"), S, P, D)  # all on meta: shapes only
+    assert fake.device.type == "meta" and fake.shape == (1, 4, 5, 5)
+
+
+def test_binary_accumulator_overflow_is_refused():
+    words = 2**23  # 2^28 channels: 9 taps x 2^28 > 2^31 (expanded views: no memory behind them)
+    xb = torch.zeros(1, 1, 1, 1, dtype=torch.int32).expand(1, 4, 4, words)
+    wb = torch.zeros(1, 1, 1, 1, dtype=torch.int32).expand(1, 3, 3, words)
+    with pytest.raises(ValueError, match="the int32 accumulator could overflow"):
+        ops.binary_conv2d(xb, wb, 32 * words, S, P, D)

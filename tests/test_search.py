@@ -251,7 +251,10 @@ def test_cmn_search_end_to_end(tmp_path):
             "search.pairs.finetune_steps=1", "search.predictor.hidden=32", "search.predictor.epochs=10",
             "search.predictor.transfer_epochs=5", "search.predictor.budgets=[4]", "search.evolution.population=12",
             "search.evolution.parents=4", "search.evolution.mutations=4", "search.evolution.crossovers=4",
-            "search.evolution.generations=3", "search.finalize.latency_reps=2", "--no-progress", "--json"]
+            "search.evolution.generations=3", "search.finalize.latency_reps=2",
+            # the BOPs objective: a budget from measured latencies depends on the machine's load (it once left
+            # no candidate within budget on a busy CI machine); the latency table has its own test
+            "search.cost.objective=bops", "--no-progress", "--json"]
     assert main(args + ["--stage", "supernet,pairs"]) == 0
     assert not (run / "evolve.json").exists()
     assert main(args) == 0  # continues: the supernet and pairs are reused
@@ -263,7 +266,6 @@ def test_cmn_search_end_to_end(tmp_path):
     chosen = final["candidates"]["chosen"]
     assert chosen["cost"] <= final["budget"] + 1e-9
     assert chosen["layers_on_kernels"] > 0 and chosen["deploy_argmax_agree"] >= 0.9
-    assert (run / "cost_table.json").exists()
 
 
 def test_uniform_bits_view_keeps_one_bitwidth():

@@ -3,7 +3,7 @@ TRITON_INTERPRET=1 on CPU tensors (conftest), so the shapes stay tiny."""
 
 import pytest
 import torch
-from hypothesis import given
+from hypothesis import assume, given
 from hypothesis import settings as hsettings
 from hypothesis import strategies as st
 
@@ -47,8 +47,7 @@ def test_binary_conv2d_edge_cases(case, encoding):
 @given(conv_shapes, st.sampled_from(["pm1", "01"]))
 def test_binary_conv2d_property(shape, encoding):
     n, c, k, h, w, ksz, s, p, d = shape
-    if not _fits(h, w, ksz, ksz, p, d):
-        return
+    assume(_fits(h, w, ksz, ksz, p, d))
     xb, wb = binary_inputs(n, c, k, h, w, ksz, ksz, encoding)
     got, want = _same("binary_conv2d", xb, wb, c, [s, s], [p, p], [d, d], encoding)
     assert torch.equal(got, want)
@@ -78,8 +77,7 @@ def test_int8_conv2d_edge_cases(case, unsigned):
 @given(conv_shapes, st.booleans())
 def test_int8_conv2d_property(shape, unsigned):
     n, c, k, h, w, ksz, s, p, d = shape
-    if not _fits(h, w, ksz, ksz, p, d):
-        return
+    assume(_fits(h, w, ksz, ksz, p, d))
     x, wt = int8_inputs(n, c, k, h, w, ksz, ksz, unsigned)
     got, want = _same("int8_conv2d", x, wt, [s, s], [p, p], [d, d])
     assert torch.equal(got, want)

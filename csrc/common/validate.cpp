@@ -50,6 +50,7 @@ BinaryConvPlan validate_binary_conv2d(const at::Tensor& x_bits, const at::Tensor
                     " packed words per tap for in_channels=", in_channels, ", got shape ", shape_str(w_bits));
   const auto g = conv_geometry(op, x_bits.size(0), in_channels, x_bits.size(1), x_bits.size(2), w_bits.size(0),
                                w_bits.size(1), w_bits.size(2), stride, padding, dilation);
+  check_accumulator_range(op, in_channels * g.taps(), 1, 1);  // |dot| <= taps * C
   return {g, enc};
 }
 

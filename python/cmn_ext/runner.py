@@ -70,6 +70,7 @@ def train(cfg: dict, *, resume: bool = False, progress: bool = True) -> dict:
     data = build_data(cfg)
     num_classes = int(cfg["model"].get("num_classes") or data.num_classes)
     cfg = config_mod.merge(cfg, {"model": {"num_classes": num_classes}})
+    torch.manual_seed(int(cfg["train"].get("seed", 0)))  # the initial weights too, not only the training order
     model = build_float(config_mod.merge(cfg, {"weights": None}), num_classes)
     fp_cost = model_cost(model, data.input_size)  # the dense full-precision architecture: the reference
     if needs_qat_layers(cfg):

@@ -12,8 +12,21 @@ _EPILOGUE_KEYS = ("scale", "bias", "relu", "out_scale", "out_round", "out_range"
                   "residual_scale", "residual_stride", "residual_offset", "float_out")
 
 
+def _same_device(op: str, **tensors) -> None:
+    """The C++ kernels' device check, for calls that reach the fake kernels with mixed devices (a meta tensor
+    beside CPU ones dispatches here): refuse them rather than return uninitialised memory."""
+    named = [(n, t) for n, t in tensors.items() if isinstance(t, torch.Tensor)]
+    for name, t in named[1:]:
+        torch._check(t.device == named[0][1].device, lambda: f"{op}: all tensors must be on one device; "
+                     f"'{named[0][0]}' is on {named[0][1].device} but '{name}' is on {t.device}")
+
+
 def _conv_out(size: int, pad: int, dil: int, k: int, stride: int) -> int:
     return (size + 2 * pad - dil * (k - 1) - 1) // stride + 1
+
+
+def _tensors(epilogue: dict) -> dict:
+    return {k: v for k, v in epilogue.items() if isinstance(v, torch.Tensor)}
 
 
 def _epilogue_empty(like, n, k, spatial, output, out_dtype):
@@ -47,6 +60,7 @@ def _pack_int4_fake(codes):
 @torch.library.register_fake("cmn::binary_conv2d")
 def _binary_conv2d_fake(x_bits, w_bits, in_channels, stride, padding, dilation, encoding="pm1", *, output="int",
                         out_dtype=None, out_encoding=None, prepacked=None, **epilogue):
+    _same_device("cmn::binary_conv2d", x_bits=x_bits, w_bits=w_bits, **_tensors(epilogue))
     n, h, w, _ = x_bits.shape
     k, kh, kw, _ = w_bits.shape
     ho = _conv_out(h, padding[0], dilation[0], kh, stride[0])
@@ -57,6 +71,7 @@ def _binary_conv2d_fake(x_bits, w_bits, in_channels, stride, padding, dilation, 
 @torch.library.register_fake("cmn::int8_conv2d")
 def _int8_conv2d_fake(x, w, stride, padding, dilation, keep=None, *, output="int", out_dtype=None, compact=False,
                       prepacked=None, **epilogue):
+    _same_device("cmn::int8_conv2d", x=x, w=w, keep=keep, **_tensors(epilogue))
     n, _, h, wd = x.shape
     k_rows, _, kh, kw = w.shape
     if keep is None:
@@ -75,12 +90,14 @@ def _int8_conv2d_fake(x, w, stride, padding, dilation, keep=None, *, output="int
 @torch.library.register_fake("cmn::apot_matmul")
 def _apot_matmul_fake(a_packed, a_levels, b_packed, b_levels, k, method="auto", *, output="int", out_dtype=None,
                       **epilogue):
+    _same_device("cmn::apot_matmul", a_packed=a_packed, b_packed=b_packed, **_tensors(epilogue))
     return _epilogue_empty(a_packed, a_packed.shape[0], b_packed.shape[0], (), output, out_dtype)
 
 
 @torch.library.register_fake("cmn::apot_conv2d")
 def _apot_conv2d_fake(x_packed, x_levels, w_packed, w_levels, in_channels, stride, padding, dilation,
                       method="auto", *, output="int", out_dtype=None, prepacked=None, **epilogue):
+    _same_device("cmn::apot_conv2d", x_packed=x_packed, w_packed=w_packed, **_tensors(epilogue))
     n, h, w, _ = x_packed.shape
     k, kh, kw, _ = w_packed.shape
     ho = _conv_out(h, padding[0], dilation[0], kh, stride[0])

@@ -1,5 +1,5 @@
 """APQ: joint architecture / pruning / quantization search (search space and encoding, accuracy predictor,
-evolutionary search). See README "APQ"."""
+evolutionary search). See docs/apq.md."""
 
 from .evolution import EvolutionConfig, EvolutionResult, evolve
 from .predictor import AccuracyPredictor, fit, pairwise_accuracy, transfer

@@ -45,6 +45,13 @@ def test_cli_info_json():
     assert info["version"] == cmn_ext.__version__ and "binary_conv2d" in info["ops"]
 
 
+def test_cli_info_text_names_the_selected_cpu_paths():
+    out = subprocess.run([sys.executable, "-m", "cmn_ext.cli", "info"], capture_output=True, text=True, check=True)
+    paths = cmn_ext.ops.cpu_paths()
+    assert f"int8   path {paths['int8']['selected']}" in out.stdout
+    assert f"binary path {paths['binary']['selected']}" in out.stdout
+
+
 def test_triton_kernels_ship_inside_the_package():
     import cmn_ext.triton_kernels  # noqa: F401
 

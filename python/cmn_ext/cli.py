@@ -30,6 +30,11 @@ def _cmd_info(args) -> int:
         print("  ops (backends with a kernel):")
         for name, keys in info["ops"].items():
             print(f"    torch.ops.cmn.{name:<14} {', '.join(keys) or '-'}")
+        cpu = info["cpu"]
+        print(f"  CPU features: {' '.join(cpu['features']) or '-'};  int8 Winograd: {'on' if cpu['winograd'] else 'off'}")
+        for family in ("int8", "binary"):
+            paths = cpu[family]
+            print(f"    {family:<6} path {paths['selected']:<14} (this CPU runs: {', '.join(paths['available'])})")
     if args.bench:
         from .bench import cpu as bench_cpu
 

@@ -6,6 +6,16 @@ import torch
 
 from . import fake  # noqa: F401  (registers the fake kernels; must be imported by this exact module path)
 from . import reference  # noqa: F401
+from .wrappers import (
+    apot_conv2d,
+    apot_matmul,
+    binary_conv2d,
+    binary_prepack,
+    int8_conv2d,
+    int8_prepack,
+    pack_bits,
+    pack_int4,
+)
 from .packing import (
     pack_apot_conv_input,
     pack_apot_conv_weight,
@@ -13,8 +23,13 @@ from .packing import (
     unpack_int4,
 )
 
-OP_NAMES = ("pack_bits", "binary_conv2d", "int8_conv2d", "pack_int4", "apot_matmul", "apot_conv2d", "int8_prepack",
-            "binary_prepack")
+def _registered_ops() -> tuple:
+    """The cmn:: operators, read from the registry (csrc/registration.cpp declares them, nowhere else)."""
+    return tuple(sorted({s.name.split("::", 1)[1] for s in torch._C._jit_get_all_schemas()
+                         if s.name.startswith("cmn::") and not s.name.endswith("_triton")}))
+
+
+OP_NAMES = _registered_ops()
 
 
 def cpu_paths() -> dict:
@@ -78,6 +93,14 @@ def build_info() -> dict:
 
 __all__ = [
     "OP_NAMES",
+    "apot_conv2d",
+    "apot_matmul",
+    "binary_conv2d",
+    "binary_prepack",
+    "int8_conv2d",
+    "int8_prepack",
+    "pack_bits",
+    "pack_int4",
     "build_info",
     "cpu_paths",
     "set_cpu_path",

@@ -99,6 +99,9 @@ SPEC_LO = {"weight": {"kind": "binary"}, "act": {"kind": "binary", "encoding": "
 SPEC_HI = {"weight": {"kind": "linear", "bits": 8}, "act": {"kind": "linear", "bits": 8}, "first": "fp", "last": "fp"}
 
 
+FINETUNE = {"epochs": 1, "batch_size": 32, "lr": 0.001, "schedule": "none"}
+
+
 def _tiny_stages():
     data = build_datasets("digits", image_size=16, val_fraction=0.2, limit={"train": 96, "val": 64, "test": 64})
     torch.manual_seed(0)
@@ -119,7 +122,7 @@ def test_algorithm1_finds_the_minimum_g_over_its_grid(tmp_path):
     fp_cost = model_cost(fp, data.input_size)
     search = Algorithm1(lo, hi, data, eta=0.0, run_dir=str(tmp_path), recall=[20, 80, 20], prune=[20, 60, 20],
                         span=1, tolerance=0.0, method="magnitude", fp_cost=fp_cost, progress=False,
-                        finetune={"epochs": 1, "batch_size": 32, "lr": 0.001, "schedule": "none"})
+                        finetune=FINETUNE)
     res = search.run()
     assert res["tau0"] == 80  # eta = 0: nothing falls below it, so tau0 is the last of D
     assert res["S"] == [75, 80, 85]
@@ -128,11 +131,41 @@ def test_algorithm1_finds_the_minimum_g_over_its_grid(tmp_path):
     ok = [r for r in rows if r["ok"]]
     assert res["best"]["G"] == min(r["G"] for r in ok)
     assert (res["best"]["tau"], res["best"]["phi"]) == (85, 60)  # most exits, most pruning: smallest G
-    # resumable: a second run reads every point back instead of fine-tuning again
+    # resumable: a second run reads every point back instead of fine-tuning again, even after a kill tore the
+    # last record
+    with open(tmp_path / "search.jsonl", "a") as f:
+        f.write('{"tau": 85, "phi"')
     again = Algorithm1(lo, hi, data, eta=0.0, run_dir=str(tmp_path), recall=[20, 80, 20], prune=[20, 60, 20],
-                       span=1, method="magnitude", fp_cost=fp_cost, progress=False, finetune={"epochs": 1})
+                       span=1, method="magnitude", fp_cost=fp_cost, progress=False, finetune=FINETUNE)
     again._finetune = lambda *a: pytest.fail("a finished point was fine-tuned again")
-    assert again.run()["best"] == res["best"]
+    with pytest.warns(UserWarning, match="torn last line"):
+        assert again.run()["best"] == res["best"]
+
+
+def test_algorithm1_rerun_with_changed_settings_is_not_stale(tmp_path):
+    """A changed tolerance re-decides every stored point from its accuracy (no fine-tuning); a changed fine-tune
+    measures anew instead of reusing points it did not decide."""
+    data, fp, lo, hi = _tiny_stages()
+    kw = dict(recall=[20, 80, 20], prune=[20, 60, 20], span=1, method="magnitude",
+              fp_cost=model_cost(fp, data.input_size), progress=False)
+    first = Algorithm1(lo, hi, data, eta=1.01, run_dir=str(tmp_path), finetune=FINETUNE, **kw).run()
+    assert not any(r["ok"] for r in first["rows"])
+    # The same floor reached through a tolerance now accepts every point: all are read back and re-decided.
+    looser = Algorithm1(lo, hi, data, eta=1.01, tolerance=1.01, run_dir=str(tmp_path), finetune=FINETUNE, **kw)
+    tuned = []
+    real = looser._finetune
+    looser._finetune = lambda hi_, phi: (tuned.append(phi), real(hi_, phi))
+    res = looser.run()
+    assert all(r["ok"] for r in res["rows"]) and len(res["rows"]) == 9
+    assert tuned == [0.4, 0.6]  # only the points the first run never reached (it stopped at phi 20 each time)
+    # Another fine-tune recipe: nothing stored is reused.
+    other = Algorithm1(lo, hi, data, eta=1.01, tolerance=1.01, run_dir=str(tmp_path),
+                       finetune=dict(FINETUNE, lr=0.002), **kw)
+    tuned.clear()
+    real = other._finetune
+    other._finetune = lambda hi_, phi: (tuned.append(phi), real(hi_, phi))
+    other.run()
+    assert tuned == [0.2, 0.4, 0.6]
 
 
 def test_algorithm1_breaks_at_eta_and_falls_back(tmp_path):

@@ -37,7 +37,7 @@ def test_shipped_configs_load(path):
 def test_unknown_config_key(tmp_path):
     p = tmp_path / "c.yaml"
     p.write_text("modell: {name: resnet20}\n")
-    with pytest.raises(ValueError, match="unknown top-level keys"):
+    with pytest.raises(ValueError, match=r"unknown key .modell. \(did you mean .model.\?\)"):
         load_config(str(p))
 
 

@@ -1,5 +1,6 @@
 """Datasets: the embedded default, ImageFolder trees and archives, splits and seeds."""
 
+import os
 import tarfile
 
 import pytest
@@ -57,6 +58,7 @@ def _make_tree(root, n=3, size=32):
 def test_imagefolder_tree_and_archive(tmp_path, monkeypatch):
     pytest.importorskip("torchvision")
     _make_tree(tmp_path / "tree")
+    monkeypatch.setenv("CMN_DATA", str(tmp_path / "cache"))
     d = build_datasets(f"imagefolder:{tmp_path / 'tree'}", val_fraction=0.0)
     assert d.num_classes == 2 and len(d.train) == 6 and len(d.test) == 6 and d.input_size == (3, 32, 32)
     x, y = d.test[0]
@@ -65,9 +67,21 @@ def test_imagefolder_tree_and_archive(tmp_path, monkeypatch):
     with tarfile.open(archive, "w:gz") as tar:
         tar.add(tmp_path / "tree" / "train", arcname="train")
         tar.add(tmp_path / "tree" / "test", arcname="test")
-    monkeypatch.setenv("CMN_DATA", str(tmp_path / "cache"))
     d2 = build_datasets(f"imagefolder:{archive}", val_fraction=0.0)
     assert len(d2.test) == 6 and (tmp_path / "cache" / "tree" / ".complete").exists()
+
+
+def test_imagefolder_lists_every_undecodable_image_before_the_run(tmp_path, monkeypatch):
+    pytest.importorskip("torchvision")
+    monkeypatch.setenv("CMN_DATA", str(tmp_path / "cache"))
+    _make_tree(tmp_path / "tree")
+    first = sorted((tmp_path / "tree" / "train").rglob("*.*"))[0]
+    first.write_bytes(first.read_bytes()[:40])  # truncated
+    (tmp_path / "tree" / "test" / sorted(os.listdir(tmp_path / "tree" / "test"))[0] / "junk.png").write_bytes(b"x")
+    with pytest.raises(ValueError, match=r"2 of 13 images .* cannot be decoded") as e:
+        build_datasets(f"imagefolder:{tmp_path / 'tree'}", val_fraction=0.0)
+    assert str(first) in str(e.value) and "junk.png" in str(e.value)
+    assert not (tmp_path / "cache" / "verified").exists()
 
 
 def test_bad_specs(tmp_path):

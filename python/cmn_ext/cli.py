@@ -81,7 +81,9 @@ def _cmd_train(args, compress: bool = False) -> int:
         return 0
     if compress and not runner.needs_qat_layers(cfg):
         raise SystemExit("cmn compress: the config has neither 'quant' nor 'prune'; use cmn train for plain training")
-    summary = runner.train(cfg, resume=args.resume, progress=not args.no_progress)
+    if args.resume and args.overwrite:
+        raise ValueError("--resume and --overwrite exclude each other")
+    summary = runner.train(cfg, resume=args.resume, overwrite=args.overwrite, progress=not args.no_progress)
     if "table" not in summary:  # a non-zero torchrun rank
         return 0
     test = summary["test"]
@@ -212,6 +214,8 @@ def main(argv=None) -> int:
         p = sub.add_parser(name, help=helptext)
         common(p)
         p.add_argument("--resume", action="store_true", help="continue from <run_dir>/last.pt")
+        p.add_argument("--overwrite", action="store_true",
+                       help="start over in a run directory that already holds a run (its run files are removed)")
         p.add_argument("--run-dir", help="run directory (default runs/<name or model-time>)")
         if compress:
             p.add_argument("--method", choices=["spq", "ppq"],
@@ -250,10 +254,18 @@ def main(argv=None) -> int:
     p.add_argument("--restart", action="store_true", help="delete the run directory first instead of continuing")
     p.set_defaults(func=_cmd_search)
 
-    args = parser.parse_args(argv)
+    # key=value overrides may come after flags too (argparse alone stops collecting positionals at a flag).
+    args, rest = parser.parse_known_args(argv)
+    stray = [a for a in rest if a.startswith("-") or "=" not in a or not hasattr(args, "args")]
+    if stray:
+        parser.error(f"unrecognized arguments: {' '.join(stray)}")
+    if rest:
+        args.args = list(args.args) + rest
+    from .files import RunDirBusyError
+
     try:
         return args.func(args)
-    except (ValueError, FileNotFoundError, ImportError) as e:
+    except (ValueError, FileNotFoundError, ImportError, RunDirBusyError) as e:
         print(f"cmn {args.command}: error: {e}", file=sys.stderr)
         return 2
 

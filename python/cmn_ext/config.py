@@ -6,6 +6,8 @@ import re
 
 import yaml
 
+from .config_schema import validate
+
 
 class _Loader(yaml.SafeLoader):
     """YAML 1.1 reads 1e-3 (no dot) as a string; read it as the float everyone means."""
@@ -70,7 +72,11 @@ def apply_overrides(cfg: dict, overrides: list[str]) -> dict:
         key, sep, raw = item.partition("=")
         if not sep or not key:
             raise ValueError(f"override {item!r}: expected key=value, e.g. train.epochs=3")
-        set_dotted(cfg, key.strip(), parse(raw))
+        try:
+            value = parse(raw)
+        except yaml.YAMLError as e:
+            raise ValueError(f"override {item!r}: the value is not valid YAML ({str(e).splitlines()[0]})") from None
+        set_dotted(cfg, key.strip(), value)
     return cfg
 
 
@@ -80,15 +86,17 @@ def load_config(path: str | None, overrides: list[str] | None = None) -> dict:
     if path:
         if not os.path.isfile(path):
             raise FileNotFoundError(f"config not found: {path}")
-        with open(path) as f:
-            loaded = parse(f.read()) or {}
+        try:
+            with open(path) as f:
+                loaded = yaml.load(f, Loader=_Loader) or {}  # a stream: YAML errors name the file and line
+        except yaml.YAMLError as e:
+            raise ValueError(f"{path}: not valid YAML: {e}") from None
         if not isinstance(loaded, dict):
             raise ValueError(f"{path}: expected a mapping at the top level")
-        unknown = set(loaded) - set(DEFAULTS)
-        if unknown:
-            raise ValueError(f"{path}: unknown top-level keys {sorted(unknown)}; known: {sorted(DEFAULTS)}")
+        validate(loaded, path)  # the file's own mistakes, named as the file's
         cfg = merge(cfg, loaded)
-    return apply_overrides(cfg, overrides or [])
+    cfg = apply_overrides(cfg, overrides or [])
+    return validate(cfg, "config" if not overrides else f"config {'(' + path + ') ' if path else ''}with overrides")
 
 
 def dump(cfg: dict) -> str:

@@ -10,13 +10,22 @@ import torch
 
 from . import config as config_mod
 from .data import build_datasets
+from .files import (
+    BadFileError,
+    load,
+    load_state_into,
+    remove_orphan_temps,
+    run_dir_lock,
+    save_atomic,
+    write_text_atomic,
+)
 from .metrics import compression_table, model_cost
 from .models import build_model, load_pretrained, read_state_dict
 from .nn import compare, convert, load_deploy, quantize_model, save_deploy
 from .nn.convert import FORMAT as DEPLOY_FORMAT
 from .nn.convert import _fit_shapes
 from .prune import Pruner, remove_pruned_filters
-from .train import Trainer, evaluate, save_atomic
+from .train import Trainer, evaluate
 from .train import distributed as ddp
 
 
@@ -63,10 +72,34 @@ def run_dir_of(cfg: dict) -> str:
     return os.path.join("runs", name)
 
 
-def train(cfg: dict, *, resume: bool = False, progress: bool = True) -> dict:
+# What a training run writes into its run directory (``--overwrite`` removes exactly these).
+RUN_FILES = ("last.pt", "best.pt", "final.pt", "deploy.pt", "metrics.jsonl", "metrics.csv", "summary.json",
+             "table.md", "config.yaml")
+
+
+def train(cfg: dict, *, resume: bool = False, overwrite: bool = False, progress: bool = True) -> dict:
     """Train (or compress: quantize / prune + fine-tune) as the config says; returns the summary that is
     also written to <run_dir>/summary.json. Writes final.pt (QAT state + config) and, with convert: true,
-    deploy.pt."""
+    deploy.pt. The run directory is locked for the run; one that already holds a run is continued with
+    ``resume``, started over with ``overwrite`` (its run files removed), and refused otherwise."""
+    run_dir = run_dir_of(cfg)
+    rank, _ = ddp.world()
+    if rank != 0:
+        return _train(config_mod.merge(cfg, {"run_dir": run_dir}), run_dir, resume, progress)
+    with run_dir_lock(run_dir):
+        remove_orphan_temps(run_dir)
+        started = [f for f in ("last.pt", "final.pt") if os.path.exists(os.path.join(run_dir, f))]
+        if started and overwrite:
+            for f in RUN_FILES:
+                if os.path.exists(os.path.join(run_dir, f)):
+                    os.unlink(os.path.join(run_dir, f))
+        elif started and not resume:
+            raise ValueError(f"run directory {run_dir} already holds a run ({', '.join(started)}); pass --resume "
+                             "to continue it, --overwrite to start it over, or choose another --run-dir")
+        return _train(config_mod.merge(cfg, {"run_dir": run_dir}), run_dir, resume, progress)
+
+
+def _train(cfg: dict, run_dir: str, resume: bool, progress: bool) -> dict:
     data = build_data(cfg)
     num_classes = int(cfg["model"].get("num_classes") or data.num_classes)
     cfg = config_mod.merge(cfg, {"model": {"num_classes": num_classes}})
@@ -79,15 +112,12 @@ def train(cfg: dict, *, resume: bool = False, progress: bool = True) -> dict:
         load_pretrained(model, cfg["weights"])
         log(f"[model] {cfg['model']['name']}: loaded {cfg['weights']}")
     pruner = _pruner(cfg, model) if cfg.get("prune") else None
-    run_dir = run_dir_of(cfg)
-    cfg = config_mod.merge(cfg, {"run_dir": run_dir})
     rank, _ = ddp.world()
-    if rank == 0:
-        os.makedirs(run_dir, exist_ok=True)
-        with open(os.path.join(run_dir, "config.yaml"), "w") as f:
-            f.write(config_mod.dump(cfg))
+    # The trainer reads last.pt when resuming: a bad checkpoint fails here, before anything is written.
     trainer = Trainer(model, data, cfg["train"], run_dir, pruner=pruner, progress=progress, resume=resume,
                       record=cfg)
+    if rank == 0:
+        write_text_atomic(os.path.join(run_dir, "config.yaml"), config_mod.dump(cfg))
     result = trainer.fit()
     model = trainer.model
     summary = {"run_dir": run_dir, "best_val_top1": result["best_top1"], "epochs": result["epochs"]}
@@ -107,10 +137,8 @@ def train(cfg: dict, *, resume: bool = False, progress: bool = True) -> dict:
     if cfg.get("convert"):
         summary["convert"] = convert_model(model.cpu(), data, recipe_of(cfg, num_classes),
                                            os.path.join(run_dir, "deploy.pt"))
-    with open(os.path.join(run_dir, "summary.json"), "w") as f:
-        json.dump(summary, f, indent=2)
-    with open(os.path.join(run_dir, "table.md"), "w") as f:
-        f.write(summary["table"] + "\n")
+    write_text_atomic(os.path.join(run_dir, "summary.json"), json.dumps(summary, indent=2))
+    write_text_atomic(os.path.join(run_dir, "table.md"), summary["table"] + "\n")
     ddp.cleanup()
     return summary
 
@@ -156,7 +184,7 @@ def convert_model(model, data, recipe: dict, out: str, batches: int = 4, batch_s
 def load_any(path: str, cfg: dict, num_classes: int):
     """A model from any weights file: a deploy file, a trainer checkpoint / final.pt (rebuilt from the config
     stored in it), or a bare full-precision state dict (built from cfg.model). Returns (model, kind)."""
-    obj = torch.load(path, map_location="cpu", weights_only=True)
+    obj = load(path)
     if isinstance(obj, dict) and obj.get("format") == DEPLOY_FORMAT:
         return load_deploy(path), "deploy"
     if isinstance(obj, dict) and isinstance(obj.get("model"), dict) and isinstance(obj.get("config"), dict):
@@ -166,11 +194,11 @@ def load_any(path: str, cfg: dict, num_classes: int):
         if needs_qat_layers(saved):
             quantize_model(model, saved.get("quant"))
         _fit_shapes(model, obj["model"])
-        model.load_state_dict(obj["model"])
+        load_state_into(model, obj["model"], path)
         return model, "checkpoint"
     m = cfg["model"]
     model = build_model(m["name"], int(m.get("num_classes") or num_classes), **(m.get("kwargs") or {}))
-    model.load_state_dict(read_state_dict(path))
+    load_state_into(model, read_state_dict(path), path)
     return model, "state_dict"
 
 
@@ -190,9 +218,12 @@ def evaluate_weights(cfg: dict, weights: str, split: str = "test", progress: boo
 
 
 def convert_checkpoint(cfg: dict, checkpoint: str, out: str, batches: int = 4) -> dict:
-    obj = torch.load(checkpoint, map_location="cpu", weights_only=True)
+    if os.path.abspath(out) == os.path.abspath(checkpoint):
+        raise ValueError(f"convert: 'out' must differ from 'checkpoint' (both {out}): it would replace the "
+                         "checkpoint with the deploy file")
+    obj = load(checkpoint)
     if not (isinstance(obj, dict) and isinstance(obj.get("config"), dict)):
-        raise ValueError(f"{checkpoint}: expected a trainer checkpoint (best.pt / last.pt / final.pt) holding "
+        raise BadFileError(f"{checkpoint}: expected a trainer checkpoint (best.pt / last.pt / final.pt) holding "
                          "its config")
     saved = config_mod.merge(config_mod.DEFAULTS, obj["config"])
     if cfg["data"].get("spec") and cfg["data"] != config_mod.DEFAULTS["data"]:

@@ -17,6 +17,7 @@ import torch
 from .. import config as config_mod
 from .. import runner
 from ..bench.throughput import images_per_second
+from ..files import remove_orphan_temps, run_dir_lock, write_text_atomic
 from ..metrics import model_cost
 from ..nn import convert, save_deploy
 from ..train import evaluate
@@ -41,12 +42,18 @@ def _stage(cfg: dict, name: str, overrides: dict, run_dir: str, progress: bool):
 
 
 def run(cfg: dict, progress: bool = True) -> dict:
+    """Holds the run directory's lock for the whole recipe (a second process on it is refused)."""
+    run_dir = runner.run_dir_of(cfg)
+    with run_dir_lock(run_dir):
+        remove_orphan_temps(run_dir)
+        return _run({**cfg, "run_dir": run_dir}, progress=progress)
+
+
+def _run(cfg: dict, progress: bool = True) -> dict:
     cc = config_mod.merge({"fp": {}, "lo": {}, "hi": {}, "search": DEFAULT_SEARCH, "deploy": True,
                            "batch_size": 256, "deploy_device": "auto"}, cfg.get("cascade") or {})
     run_dir = runner.run_dir_of(cfg)
-    os.makedirs(run_dir, exist_ok=True)
-    with open(os.path.join(run_dir, "config.yaml"), "w") as f:
-        f.write(config_mod.dump(cfg))
+    write_text_atomic(os.path.join(run_dir, "config.yaml"), config_mod.dump(cfg))
     from ..train import distributed as ddp
 
     device = ddp.default_device()  # QAT models and the search; deploy layers run where their kernels exist (CPU)

@@ -11,17 +11,23 @@ ratio phi, minimising the cascade's compute G under an accuracy floor eta.
 
 Thresholds always come from the training set (``data.train_plain``); accuracies are measured on the
 validation split. Every (tau, phi) point is appended to <run_dir>/search.jsonl and every pruned 8-bit net is
-saved as hi_phi<phi>.pt; the search resumes from them.
+saved as hi_phi<phi>.pt; the search resumes from them. Both carry a key of everything that decides their
+measurements (the nets' validation predictions, the labels, the pruning method, grid and fine-tune), so a
+changed setting measures anew; whether a point keeps eta is decided from its accuracy on every run, so a
+changed tolerance never reuses an old decision.
 """
 
 import copy
+import hashlib
 import json
+import math
 import os
 import sys
 
 from ..metrics import model_cost
 from ..prune import Pruner
-from ..train import Trainer, load, save_atomic
+from ..files import append_jsonl, load, read_jsonl, save_atomic
+from ..train import Trainer
 from .cascade import cascade_accuracy, confidences
 from .cost import avg_bits, paper_G
 from .thresholds import threshold_for_recall
@@ -77,6 +83,7 @@ class Algorithm1:
     def initial_recall(self) -> int:
         """Lines 7-9: the first tau in D where the unpruned cascade's accuracy falls below eta."""
         _, hi_pred, _ = confidences(self.hi, self.data.val, device=self.device, desc="8-bit/val")
+        self.setting = self._setting_key(hi_pred)
         self.initial = []
         for tau in self.recall:
             t = threshold_for_recall(self.lo_train_conf, tau / 100)
@@ -86,10 +93,19 @@ class Algorithm1:
                 return tau
         return self.recall[-1]
 
-    def _done(self) -> list[dict]:
-        if not os.path.exists(self.rows_path):
-            return []
-        return [json.loads(line) for line in open(self.rows_path) if line.strip()]
+    def _setting_key(self, hi_pred) -> str:
+        """A digest of what decides every measurement: both nets (through their validation predictions), the
+        labels, the pruning method, layers, grid and fine-tune. Not the tolerance: ``ok`` is recomputed."""
+        h = hashlib.sha1()
+        for t in (self.lo_val_pred, hi_pred, self.val_labels):
+            h.update(t.detach().cpu().numpy().tobytes())
+        h.update(json.dumps([self.method, self.exclude, self.prune, self.finetune], sort_keys=True,
+                            default=str).encode())
+        return h.hexdigest()[:16]
+
+    def _done(self) -> dict:
+        """The stored (tau, phi) points measured under this setting."""
+        return {(r["tau"], r["phi"]): r for r in read_jsonl(self.rows_path) if r.get("setting") == self.setting}
 
     def _finetune(self, hi, phi: float):
         pruner = Pruner(hi, self.method, phi, schedule="oneshot", exclude=self.exclude)
@@ -105,11 +121,12 @@ class Algorithm1:
         path = os.path.join(self.run_dir, f"hi_phi{phi}.pt")
         previous = [p for p in self.prune if p < phi]
         hi = copy.deepcopy(self._pruned(previous[-1])[0] if previous else self.hi)
-        if os.path.exists(path):
-            hi.load_state_dict(load(path)["model"])
+        stored = load(path) if os.path.exists(path) else None
+        if isinstance(stored, dict) and stored.get("setting") == self.setting and "model" in stored:
+            hi.load_state_dict(stored["model"])
         else:
             self._finetune(hi, phi / 100)
-            save_atomic({"model": hi.state_dict(), "phi": phi}, path)
+            save_atomic({"model": hi.state_dict(), "phi": phi, "setting": self.setting}, path)
         _, pred, _ = confidences(hi, self.data.val, device=self.device, desc="8-bit/val")
         self.cache[phi] = (hi, pred, model_cost(hi, self.input_size))
         return self.cache[phi]
@@ -120,24 +137,23 @@ class Algorithm1:
         tau0 = self.initial_recall()
         S = candidate_set(tau0, self.span)
         _log(f"[cmn] eta = {self.eta:.4f} (floor {self.floor:.4f}); tau0 = {tau0}%; S = {S}; Phi = {self.prune}")
-        done = {(r["tau"], r["phi"]): r for r in self._done()}
+        done = self._done()
         self.cache = {}
         hi0 = self.hi
         best, rows = None, []
         for tau in S:
             t = threshold_for_recall(self.lo_train_conf, tau / 100)
             for phi in self.prune:
-                if (tau, phi) in done:
-                    row = done[(tau, phi)]
+                if (tau, phi) in done and math.isclose(done[(tau, phi)]["threshold"], t, rel_tol=1e-12):
+                    row = dict(done[(tau, phi)], ok=done[(tau, phi)]["accuracy"] >= self.floor)
                 else:
                     hi, hi_pred, hi_cost = self._pruned(phi)
                     acc, ex = cascade_accuracy(self.lo_val_conf, self.lo_val_pred, hi_pred, self.val_labels, t)
                     g = paper_G(tau / 100, self.lo_cost, hi_cost)
                     row = {"tau": tau, "phi": phi, "accuracy": acc, "exit_rate": ex, "threshold": t, "G": g,
                            "avg_bits": avg_bits(g, self.fp_cost), "pruned": 1 - hi_cost.nonzero_params / max(1, hi_cost.params),
-                           "ok": acc >= self.floor}
-                    with open(self.rows_path, "a") as f:
-                        f.write(json.dumps(row) + "\n")
+                           "ok": acc >= self.floor, "setting": self.setting}
+                    append_jsonl(self.rows_path, row)
                     _log(f"[cmn] tau {tau:>2}%  phi {phi:>2}%  val acc {acc:.4f}  exit {ex:.3f}  "
                          f"G {g / 1e6:.2f} M  avg bits {row['avg_bits']:.2f}" + ("" if row["ok"] else "  < eta: next tau"))
                 rows.append(row)

@@ -26,6 +26,7 @@ import torch
 from .. import config as config_mod
 from .. import runner
 from ..bench.throughput import images_per_second
+from ..files import remove_orphan_temps, run_dir_lock, write_text_atomic
 from ..metrics import compression_table, model_cost
 from ..nn import compare, convert, save_deploy
 from ..prune import remove_pruned_filters
@@ -57,14 +58,20 @@ def _log(msg):
 
 
 def run(cfg: dict, method: str, progress: bool = True) -> dict:
+    """Holds the run directory's lock for the whole recipe (a second process on it is refused)."""
+    run_dir = runner.run_dir_of(cfg)
+    with run_dir_lock(run_dir):
+        remove_orphan_temps(run_dir)
+        return _run({**cfg, "run_dir": run_dir}, method, progress=progress)
+
+
+def _run(cfg: dict, method: str, progress: bool = True) -> dict:
     if method not in METHODS:
         raise ValueError(f"compress: 'method' expected one of {METHODS}, got {method!r}")
     cc = config_mod.merge(DEFAULTS, cfg.get("compress") or {})
     train = config_mod.merge(TRAIN, cfg.get("train") or {})
     run_dir = runner.run_dir_of(cfg)
-    os.makedirs(run_dir, exist_ok=True)
-    with open(os.path.join(run_dir, "config.yaml"), "w") as f:
-        f.write(config_mod.dump({**cfg, "compress": cc, "train": train}))
+    write_text_atomic(os.path.join(run_dir, "config.yaml"), config_mod.dump({**cfg, "compress": cc, "train": train}))
     data = runner.build_data(cfg, augment=False)
     ratio, exclude = float(cc["ratio"]), list(cc["exclude"])
 

@@ -125,6 +125,37 @@ def _extract_once(archive: str) -> str:
     return target
 
 
+def _verify_images(root: str, paths: list[str]) -> None:
+    """Decode every image once before a run relies on them, so that a truncated or foreign file is reported up
+    front (all of them, by name) instead of failing mid-epoch. A marker in the data cache, keyed by the root and
+    its files' sizes and times, skips this on later runs."""
+    import hashlib
+
+    from PIL import Image
+    from tqdm import tqdm
+
+    h = hashlib.sha1(os.path.abspath(root).encode())
+    for path in paths:
+        st = os.stat(path)
+        h.update(f"{path}\0{st.st_size}\0{st.st_mtime_ns}\n".encode())
+    marker = os.path.join(data_home(), "verified", h.hexdigest())
+    if os.path.exists(marker):
+        return
+    bad = []
+    for path in tqdm(paths, desc="checking images", leave=False, disable=len(paths) < 2000):
+        try:
+            with Image.open(path) as im:
+                im.load()  # a full decode: verify() alone lets truncated JPEGs through
+        except Exception as e:  # noqa: BLE001 - PIL raises OSError, SyntaxError, ValueError, ...
+            bad.append(f"{path} ({str(e) or type(e).__name__})")
+    if bad:
+        listed = "\n  ".join(bad[:10]) + (f"\n  ... and {len(bad) - 10} more" if len(bad) > 10 else "")
+        raise ValueError(f"imagefolder: {len(bad)} of {len(paths)} images under {root} cannot be decoded; remove "
+                         f"or replace them:\n  {listed}")
+    os.makedirs(os.path.dirname(marker), exist_ok=True)
+    open(marker, "w").close()
+
+
 def _imagefolder(root: str, augment: bool, image_size: int | None):
     tv, _ = _vision()
     if root.endswith((".tar.gz", ".tgz", ".tar")):
@@ -137,6 +168,8 @@ def _imagefolder(root: str, augment: bool, image_size: int | None):
     if test_dir is None:
         raise FileNotFoundError(f"imagefolder: no test/ or val/ folder under {root}")
     probe = tv.datasets.ImageFolder(test_dir)
+    _verify_images(root, [path for path, _ in tv.datasets.ImageFolder(os.path.join(root, "train")).samples]
+                   + [path for path, _ in probe.samples])
     if image_size is None:
         from PIL import Image
 

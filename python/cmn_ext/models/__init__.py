@@ -38,9 +38,11 @@ def build_model(name: str, num_classes: int = 10, **kwargs) -> nn.Module:
 def read_state_dict(path: str) -> dict:
     """The parameter dict of a checkpoint file: a bare state dict, or one under 'state_dict' / 'model'
     (trainer checkpoints), with any DataParallel ``module.`` prefix removed. Loaded with weights_only=True."""
+    from ..files import load
+
     if not os.path.isfile(path):
         raise FileNotFoundError(f"weights file not found: {path}")
-    obj = torch.load(path, map_location="cpu", weights_only=True)
+    obj = load(path)
     for key in ("state_dict", "model"):
         if isinstance(obj, dict) and isinstance(obj.get(key), dict):
             obj = obj[key]
@@ -54,7 +56,11 @@ def load_pretrained(model: nn.Module, path: str, strict: bool = True) -> nn.Modu
     """Load weights from ``path`` into ``model`` (see ``read_state_dict``); a shape or name mismatch is an
     error naming the keys."""
     state = read_state_dict(path)
-    missing, unexpected = model.load_state_dict(state, strict=False)
+    try:
+        missing, unexpected = model.load_state_dict(state, strict=False)
+    except RuntimeError as e:  # a shape mismatch (another head size, another width)
+        sizes = [ln.strip() for ln in str(e).splitlines() if "size mismatch" in ln]
+        raise ValueError(f"{path}: checkpoint does not fit the model: {' '.join(sizes[:3]) or e}") from e
     # QAT models gain quantizer parameters and masks that a full-precision checkpoint does not have.
     missing = [k for k in missing if not (k.endswith("weight_mask") or ".w_quant." in k or ".a_quant." in k)]
     if strict and (missing or unexpected):

@@ -21,7 +21,7 @@ from ..ops import pack_apot_conv_weight
 from ..prune.graph import conv_bn_pairs
 from ..quant import (APoTQuantizer, BinaryAct, BinaryWeight, DoReFaAct, DoReFaWeight, LinearQuantizer,
                      spec_of)
-from ..train.checkpoint import load, save_atomic
+from ..files import load, save_atomic
 from .deploy import DEPLOY_LAYERS, APoTConv2d, BinaryConv2d, DeployLayer, Int8Conv2d
 from .engine import build_engine, source_of
 from .qat import QConv2d, qlayers, quantize_model

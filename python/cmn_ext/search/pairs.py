@@ -9,13 +9,13 @@ pair to its own file; finished indices are skipped when it starts again."""
 from __future__ import annotations
 
 import glob
-import json
 import os
 import random
 
 import torch
 import torch.nn.functional as F
 
+from ..files import append_jsonl, read_jsonl
 from ..nn.qat import quantize_model
 from ..train.bn import recalibrate_bn
 from ..train.loop import evaluate
@@ -96,12 +96,10 @@ def collect(supernet, out_dir: str, kind: str, n: int, calib_loader, val_set, *,
     done = {p["index"] for p in load(out_dir, kind)}
     todo = [i for i in range(n) if i % world == rank and i not in done]
     space = supernet.space
-    with open(path, "a") as f:
-        for i in tqdm(todo, desc=f"pairs {kind}", disable=not progress):
-            arch = arch_for_index(space, seed, i, kind == "quant")
-            acc = measure(supernet, arch, calib_loader, val_set, **measure_kw)
-            f.write(json.dumps({"index": i, "arch": arch.to_dict(), "acc": acc}) + "\n")
-            f.flush()
+    for i in tqdm(todo, desc=f"pairs {kind}", disable=not progress):
+        arch = arch_for_index(space, seed, i, kind == "quant")
+        acc = measure(supernet, arch, calib_loader, val_set, **measure_kw)
+        append_jsonl(path, {"index": i, "arch": arch.to_dict(), "acc": acc})
     return load(out_dir, kind)
 
 
@@ -109,9 +107,6 @@ def load(out_dir: str, kind: str) -> list[dict]:
     """Every pair of ``kind`` in ``out_dir`` (all shard files), by index, without duplicates."""
     pairs = {}
     for path in sorted(glob.glob(os.path.join(out_dir, f"pairs_{kind}_*.jsonl"))):
-        with open(path) as f:
-            for line in f:
-                if line.strip():
-                    p = json.loads(line)
-                    pairs[p["index"]] = p
+        for p in read_jsonl(path):
+            pairs[p["index"]] = p
     return [pairs[i] for i in sorted(pairs)]

@@ -12,6 +12,7 @@ its result exists:
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import random
@@ -21,6 +22,7 @@ import torch
 from .. import config as config_mod
 from .. import runner
 from ..data import make_loader
+from ..files import expect_keys, load, load_state_into, run_dir_lock, save_atomic, write_text_atomic
 from ..train.loop import evaluate
 from . import pairs as pairs_mod
 from .cost import CostTable, device_name, median_time_ms
@@ -60,9 +62,7 @@ class Search:
         self.sc = config_mod.merge(DEFAULTS, cfg.get("search") or {})
         self.progress = progress
         self.run_dir = runner.run_dir_of(cfg)
-        os.makedirs(self.run_dir, exist_ok=True)
-        with open(os.path.join(self.run_dir, "config.yaml"), "w") as f:
-            f.write(config_mod.dump(cfg))
+        write_text_atomic(os.path.join(self.run_dir, "config.yaml"), config_mod.dump(cfg))
         self.space = _space(self.sc)
         # training, pairs, the cost table and the deploy timing all run here
         self.device = torch.device(self.sc.get("device") or ("cuda" if torch.cuda.is_available() else "cpu"))
@@ -90,7 +90,8 @@ class Search:
                                  stem_stride=self.stem_stride, last_channels=int(ss["last_channels"]))
         path = self.path("supernet.pt")
         if os.path.exists(path):
-            net.load_state_dict(torch.load(path, map_location="cpu", weights_only=True)["state_dict"])
+            load_state_into(net, expect_keys(load(path), path, ("state_dict",), "an APQ supernet file")["state_dict"],
+                            path)
         else:
             records = train_supernet(net, self.loader(), epochs=dict(ss["epochs"]), lr=float(ss["lr"]),
                                      device=self.device, progress=self.progress, log=runner.log)
@@ -98,7 +99,7 @@ class Search:
             acc = pairs_mod.measure(net, self.space.largest(), self.loader(train=False), self.data.val,
                                     calib_batches=int(self.sc["pairs"]["calib_batches"]), device=self.device)
             runner.log(f"[search] supernet: largest sub-network val top-1 {acc:.4f} (BN re-estimated)")
-            torch.save({"state_dict": net.state_dict(), "records": records, "largest_val_top1": acc}, path)
+            save_atomic({"state_dict": net.state_dict(), "records": records, "largest_val_top1": acc}, path)
         self._net = net.to(self.device).eval()
         return self._net
 
@@ -118,7 +119,7 @@ class Search:
         size = self.space.encoding_size()
         model = AccuracyPredictor(size, int(self.sc["predictor"]["hidden"]))
         if os.path.exists(path):
-            model.load_state_dict(torch.load(path, map_location="cpu", weights_only=True))
+            load_state_into(model, load(path), path)
             return model.eval()
         ps, pr = self.sc["pairs"], self.sc["predictor"]
         fp = pairs_mod.load(self.path("pairs"), "fp")
@@ -155,7 +156,7 @@ class Search:
         runner.log("[search] predictor: " + json.dumps(report))
         with open(self.path("predictor.json"), "w") as f:
             json.dump(report, f, indent=2)
-        torch.save(model.state_dict(), path)
+        save_atomic(model.state_dict(), path)
         return model.eval()
 
     def cost_table(self) -> CostTable:
@@ -307,6 +308,13 @@ class Search:
         unknown = [s for s in stages if s not in STAGES]
         if unknown:
             raise ValueError(f"cmn search: unknown stage(s) {unknown}; stages are {list(STAGES)}")
+        # One process owns the run directory, except shards of the pairs stage (each writes its own file).
+        shard = tuple(self.sc["pairs"].get("shard") or (0, 1))
+        sharded = tuple(stages) == ("pairs",) and int(shard[1]) > 1
+        with run_dir_lock(self.run_dir) if not sharded else contextlib.nullcontext():
+            return self._run(stages)
+
+    def _run(self, stages) -> dict:
         result = {}
         for stage in STAGES:
             if stage not in stages:

@@ -1,7 +1,7 @@
 """Training: the loop (``Trainer``, ``evaluate``), schedules, atomic checkpoints and DDP helpers."""
 
 from .bn import recalibrate_bn
-from .checkpoint import load, save_atomic
+from ..files import load, save_atomic
 from .loop import Trainer, evaluate
 from .schedules import PlateauDecay, make_optimizer, make_schedule
 

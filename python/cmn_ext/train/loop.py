@@ -24,7 +24,7 @@ from tqdm import tqdm
 
 from . import distributed as ddp
 from .bn import recalibrate_bn
-from .checkpoint import load, save_atomic
+from ..files import append_jsonl, expect_keys, load, load_state_into, save_atomic, write_text_atomic
 from .schedules import make_optimizer, make_schedule
 
 
@@ -119,8 +119,9 @@ class Trainer:
             if self.is_main:
                 print(f"[train] no checkpoint at {path}: starting from epoch 0", file=sys.stderr)
             return
-        state = load(path, map_location=self.device)
-        self.model.load_state_dict(state["model"])
+        state = expect_keys(load(path, map_location=self.device), path,
+                            ("model", "optimizer", "schedule", "pruner", "epoch", "best", "rng"), "a trainer checkpoint")
+        load_state_into(self.model, state["model"], path)
         self.optimizer.load_state_dict(state["optimizer"])
         if self.schedule is not None and state["schedule"]:
             self.schedule.load_state_dict(state["schedule"])
@@ -130,14 +131,30 @@ class Trainer:
         self.start_epoch, self.best = int(state["epoch"]) + 1, float(state["best"])
         self.history = list(state.get("history", []))
         if self.is_main:
+            self._rewrite_metrics()
             print(f"[train] resumed from {path} at epoch {self.start_epoch}", file=sys.stderr)
+
+    def _rewrite_metrics(self) -> None:
+        """The metrics files as the checkpoint knows them: rows of epochs logged after its save (a run killed or
+        failing between the two) would otherwise appear twice once those epochs run again."""
+        if not self.run_dir:
+            return
+        write_text_atomic(os.path.join(self.run_dir, "metrics.jsonl"),
+                          "".join(json.dumps(row) + "\n" for row in self.history))
+        path = os.path.join(self.run_dir, "metrics.csv")
+        if os.path.exists(path):
+            os.unlink(path)
+        for row in self.history:
+            self._append_csv(row)
 
     def _log(self, row: dict) -> None:
         self.history.append(row)
         if not (self.is_main and self.run_dir):
             return
-        with open(os.path.join(self.run_dir, "metrics.jsonl"), "a") as f:
-            f.write(json.dumps(row) + "\n")
+        append_jsonl(os.path.join(self.run_dir, "metrics.jsonl"), row)
+        self._append_csv(row)
+
+    def _append_csv(self, row: dict) -> None:
         path = os.path.join(self.run_dir, "metrics.csv")
         new = not os.path.exists(path)
         with open(path, "a", newline="") as f:

@@ -49,7 +49,9 @@ def make_schedule(optimizer, cfg: dict, epochs: int):
     ``patience`` 3), "cosine", or "none". Returns (scheduler or None, whether step() takes the metric)."""
     kind = cfg.get("schedule", "multistep")
     if kind == "multistep":
-        milestones = cfg.get("milestones") or [int(epochs * 0.5), int(epochs * 0.75)]
+        # Default: at 1/2 and 3/4 of the run; a short run keeps the distinct ones after epoch 0 (never lr/100
+        # from the start).
+        milestones = cfg.get("milestones") or sorted({m for m in (int(epochs * 0.5), int(epochs * 0.75)) if m > 0})
         return torch.optim.lr_scheduler.MultiStepLR(optimizer, list(milestones), float(cfg.get("gamma", 0.1))), False
     if kind == "plateau":
         return PlateauDecay(optimizer, float(cfg.get("factor", 0.9)), int(cfg.get("patience", 3))), True

@@ -1,8 +1,11 @@
 """The end-to-end deploy benchmark's harness on tiny settings (it checks the harness, not speed)."""
 
+import pytest
 import torch
 
 from cmn_ext.bench import deploy
+
+pytestmark = pytest.mark.slow  # runs five deploy engines end to end
 
 
 def test_deploy_benchmark_harness(tmp_path):

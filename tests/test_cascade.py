@@ -15,6 +15,8 @@ from cmn_ext.metrics import model_cost
 from cmn_ext.models import build_model
 from cmn_ext.nn import convert, quantize_model
 
+pytestmark = pytest.mark.slow  # pipeline runs; `pytest -m "not slow"` is the kernel suite
+
 
 @pytest.mark.parametrize("n", [1, 7, 100, 1001])
 def test_threshold_from_recall_hits_tau_within_one_sample(n):

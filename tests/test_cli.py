@@ -9,6 +9,8 @@ import pytest
 from cmn_ext.cli import main
 from cmn_ext.config import apply_overrides, load_config
 
+pytestmark = pytest.mark.slow  # pipeline runs; `pytest -m "not slow"` is the kernel suite
+
 ROOT = os.path.join(os.path.dirname(__file__), "..")
 SHARED = os.path.join(ROOT, "..", "shared")
 CONFIGS = sorted(glob.glob(os.path.join(ROOT, "configs", "*.yaml")))

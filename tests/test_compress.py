@@ -12,6 +12,8 @@ from cmn_ext.nn import quantize_model
 from cmn_ext.prune import Pruner
 from cmn_ext.train import Trainer
 
+pytestmark = pytest.mark.slow  # pipeline runs; `pytest -m "not slow"` is the kernel suite
+
 APOT = {"weight": {"kind": "apot", "bits": 4}, "act": {"kind": "apot", "bits": 4}, "first": "8bit", "last": "8bit"}
 CFG = {"batch_size": 32, "optimizer": "sgd", "lr": 0.05, "weight_decay": 5e-4, "schedule": "plateau", "seed": 0}
 

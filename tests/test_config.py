@@ -9,6 +9,8 @@ from cmn_ext.config_schema import validate
 
 @pytest.mark.parametrize("override, message", [
     ("train.epohcs=3", r"unknown key 'train.epohcs' \(did you mean 'epochs'\?\)"),
+    ("train.lrr=1", r"unknown key 'train.lrr' \(did you mean 'lr'\?\)"),
+    ("compress.rato=0.9", r"unknown key 'compress.rato' \(did you mean 'ratio'\?\)"),
     ("trian.epochs=3", r"unknown key 'trian' \(did you mean 'train'\?\)"),
     ("train.epochs=0", r"'train.epochs' expected an integer >= 1, got 0"),
     ("train.epochs=-1", r"'train.epochs' expected an integer >= 1, got -1"),
@@ -68,3 +70,28 @@ def test_cli_rejects_a_bad_config_before_writing_anything(tmp_path, capsys):
     assert main(["train", "train.epohcs=3", f"run_dir={run}", "--no-progress"]) == 2
     assert "unknown key 'train.epohcs'" in capsys.readouterr().err
     assert not run.exists()
+
+
+class _Captured(Exception):
+    pass
+
+
+@pytest.mark.parametrize("extra, schedule", [([], "plateau"), (["train.schedule=cosine"], "cosine")])
+def test_spq_ppq_resolve_to_the_paper_plateau_schedule(monkeypatch, tmp_path, extra, schedule):
+    """Without a config file the SPQ / PPQ recipe trains with the papers' plateau schedule (x0.9 after 3 epochs
+    without a better validation top-1), not the global multistep default; an explicit choice still wins."""
+    from cmn_ext.compress import pipeline
+
+    seen = {}
+
+    def capture(cfg, method, progress=True):
+        seen.update(cfg=cfg, method=method)
+        raise _Captured
+
+    monkeypatch.setattr(pipeline, "run", capture)
+    for method in ("spq", "ppq"):
+        with pytest.raises(_Captured):
+            main(["compress", "--method", method, f"weights={tmp_path / 'fp.pt'}", *extra])
+        train = seen["cfg"]["train"]
+        assert seen["method"] == method and train["schedule"] == schedule
+        assert (train["factor"], train["patience"]) == (0.9, 3)

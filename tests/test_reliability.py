@@ -25,6 +25,8 @@ from cmn_ext.files import (
 from cmn_ext.models import build_model, load_pretrained
 from cmn_ext.train import make_schedule
 
+pytestmark = pytest.mark.slow  # pipeline runs; `pytest -m "not slow"` is the kernel suite
+
 TINY = ["data.limit={train: 32, val: 16, test: 16}", "train.epochs=1", "train.batch_size=16", "train.schedule=none",
         "model.name=resnet8", "--no-progress", "--json"]
 

@@ -239,6 +239,7 @@ def test_cost_table_sums_measured_layers(tmp_path):
     assert ms1 > 0 and ms2 > 0 and k1 == "cmn.int8_conv2d" and k2.startswith("torch conv2d")
 
 
+@pytest.mark.slow
 def test_cmn_search_end_to_end(tmp_path):
     import json
 

@@ -15,6 +15,8 @@ from cmn_ext.nn import quantize_model
 from cmn_ext.prune import Pruner
 from cmn_ext.train import PlateauDecay, Trainer, evaluate, load, save_atomic
 
+pytestmark = pytest.mark.slow  # pipeline runs; `pytest -m "not slow"` is the kernel suite
+
 CFG = {"epochs": 4, "batch_size": 32, "optimizer": "sgd", "lr": 0.05, "weight_decay": 0.0, "schedule": "none",
        "seed": 0}
 

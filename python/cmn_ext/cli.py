@@ -45,7 +45,7 @@ def _cmd_info(args) -> int:
     return 0
 
 
-def _config(args, extra: list[str] | None = None) -> dict:
+def _config(args, extra: list[str] | None = None, base: dict | None = None) -> dict:
     from .config import load_config
 
     path = None
@@ -55,7 +55,7 @@ def _config(args, extra: list[str] | None = None) -> dict:
     bad = [a for a in rest if "=" not in a]
     if bad:
         raise SystemExit(f"cmn: expected key=value overrides after the config, got {bad}")
-    return load_config(path, rest + (extra or []))
+    return load_config(path, rest + (extra or []), base)
 
 
 def _emit(args, result: dict, text: str | None = None) -> None:
@@ -71,14 +71,16 @@ def _cmd_train(args, compress: bool = False) -> int:
     from . import runner
 
     extra = [f"run_dir={args.run_dir}"] if args.run_dir else []
-    cfg = _config(args, extra)
     if compress and getattr(args, "method", None):
         from .compress import pipeline
 
+        # The recipe's training defaults (the papers' plateau schedule) sit under the file and the overrides.
+        cfg = _config(args, extra, base={"train": pipeline.TRAIN})
         res = pipeline.run(cfg, args.method, progress=not args.no_progress)
         _emit(args, {k: v for k, v in res.items() if k not in ("table", "cost_table")},
               f"{res['table']}\n\n{res['cost_table']}\n\nstart: {res['start']}; run directory: {res['run_dir']}")
         return 0
+    cfg = _config(args, extra)
     if compress and not runner.needs_qat_layers(cfg):
         raise SystemExit("cmn compress: the config has neither 'quant' nor 'prune'; use cmn train for plain training")
     if args.resume and args.overwrite:

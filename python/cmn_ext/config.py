@@ -80,9 +80,10 @@ def apply_overrides(cfg: dict, overrides: list[str]) -> dict:
     return cfg
 
 
-def load_config(path: str | None, overrides: list[str] | None = None) -> dict:
-    """DEFAULTS <- the YAML file (if any) <- overrides."""
-    cfg = copy.deepcopy(DEFAULTS)
+def load_config(path: str | None, overrides: list[str] | None = None, base: dict | None = None) -> dict:
+    """DEFAULTS <- ``base`` (a recipe's own defaults, e.g. SPQ / PPQ's plateau schedule) <- the YAML file (if
+    any) <- overrides, validated."""
+    cfg = merge(DEFAULTS, base or {})
     if path:
         if not os.path.isfile(path):
             raise FileNotFoundError(f"config not found: {path}")

@@ -118,6 +118,19 @@ def test_cli_exits_2_on_a_bad_file(tmp_path, capsys, command):
     assert not (tmp_path / "d.pt").exists()
 
 
+def test_truncated_deploy_file_names_the_file(tmp_path):
+    from cmn_ext.nn import convert, load_deploy, quantize_model, save_deploy
+
+    spec = {"weight": {"kind": "binary"}, "act": {"kind": "binary", "encoding": "01"}, "first": "fp", "last": "fp"}
+    model = quantize_model(build_model("resnet8"), spec).eval()
+    path = tmp_path / "deploy.pt"
+    save_deploy(convert(model)[0], str(path), {"model": "resnet8", "num_classes": 10, "quant": spec})
+    load_deploy(str(path))
+    path.write_bytes(path.read_bytes()[:-200])
+    with pytest.raises(BadFileError, match=rf"^{path}: cannot be read as a torch checkpoint"):
+        load_deploy(str(path))
+
+
 def test_wrong_model_or_head_size_names_the_file(tmp_path):
     path = tmp_path / "r8_100.pt"
     torch.save(build_model("resnet8", num_classes=100).state_dict(), path)

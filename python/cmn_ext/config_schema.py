@@ -90,9 +90,16 @@ def _train(epochs_min: int = 1) -> dict:
 
 
 TRAIN = _train()
-LIMIT = Field("null, an integer >= 1, or {train, val, test: integer >= 1}",
-              lambda v: v is None or (_is_int(v) and v >= 1) or (isinstance(v, dict) and set(v) <= {"train", "val", "test"}
-                                                                 and all(x is None or (_is_int(x) and x >= 1) for x in v.values())))
+
+
+def _limit_ok(v) -> bool:
+    if v is None or (_is_int(v) and v >= 1):
+        return True
+    return isinstance(v, dict) and set(v) <= {"train", "val", "test"} and \
+        all(x is None or (_is_int(x) and x >= 1) for x in v.values())
+
+
+LIMIT = Field("null, an integer >= 1, or {train, val, test: integer >= 1}", _limit_ok)
 QUANT = "quant"  # checked by building its quantizers (below)
 PRUNE = {"method": OneOf("magnitude", "fpgm"), "ratio": Num(0, 1, hi_open=True),
          "schedule": OneOf("oneshot", "soft", "progressive"), "stages": Int(1), "epochs": Int(1),

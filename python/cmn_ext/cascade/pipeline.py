@@ -128,10 +128,9 @@ def _run(cfg: dict, progress: bool = True) -> dict:
 
     report["table"] = table(report)
     report["plots"] = plots(report, run_dir)
-    with open(os.path.join(run_dir, "report.json"), "w") as f:
-        json.dump(report, f, indent=2, default=str)
-    with open(os.path.join(run_dir, "report.md"), "w") as f:
-        f.write(report["table"] + "\n\n## Algorithm 1 search (validation split)\n\n" + search_table(report) + "\n")
+    write_text_atomic(os.path.join(run_dir, "report.json"), json.dumps(report, indent=2, default=str))
+    write_text_atomic(os.path.join(run_dir, "report.md"), report["table"] + "\n\n## Algorithm 1 search (validation "
+                      "split)\n\n" + search_table(report) + "\n")
     return report
 
 

@@ -135,15 +135,13 @@ def _report(cfg, method, data, baseline_path, final, stage_cfg, start, epoch_not
     }
     result["table"] = table([result])
     result["cost_table"] = compression_table({"baseline (FP)": base_cost, method.upper(): cost})
-    with open(os.path.join(run_dir, "result.json"), "w") as f:
-        json.dump(result, f, indent=2)
-    with open(os.path.join(run_dir, "result.md"), "w") as f:
-        f.write(result["table"] + "\n\n" + result["cost_table"] + "\n")
+    write_text_atomic(os.path.join(run_dir, "result.json"), json.dumps(result, indent=2))
+    write_text_atomic(os.path.join(run_dir, "result.md"), result["table"] + "\n\n" + result["cost_table"] + "\n")
     if cc.get("results_dir"):
         os.makedirs(cc["results_dir"], exist_ok=True)
         path = os.path.join(cc["results_dir"], f"spq_ppq_{result['model']}_{method}.json")
-        with open(path, "w") as f:
-            json.dump({k: v for k, v in result.items() if k not in ("table", "cost_table", "run_dir")}, f, indent=2)
+        write_text_atomic(path, json.dumps({k: v for k, v in result.items()
+                                            if k not in ("table", "cost_table", "run_dir")}, indent=2))
     return result
 
 

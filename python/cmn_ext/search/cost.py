@@ -17,6 +17,7 @@ import torch
 import torch.nn.functional as F
 
 from ..bench.cpu import _time_us as cpu_time_us
+from ..files import write_text_atomic
 from .space import Arch, SearchSpace
 
 
@@ -86,8 +87,8 @@ class CostTable:
     def save(self) -> None:
         if self.path:
             os.makedirs(os.path.dirname(self.path) or ".", exist_ok=True)
-            with open(self.path, "w") as f:
-                json.dump({"device": self.device, "entries": self.entries}, f, indent=1, sort_keys=True)
+            write_text_atomic(self.path, json.dumps({"device": self.device, "entries": self.entries}, indent=1,
+                                                    sort_keys=True))
 
 
 def device_name(device) -> str:

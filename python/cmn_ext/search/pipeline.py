@@ -154,8 +154,7 @@ class Search:
             model = tr
         report["predictor_pairwise_acc"] = report["quant_budgets"][-1]["transfer"]
         runner.log("[search] predictor: " + json.dumps(report))
-        with open(self.path("predictor.json"), "w") as f:
-            json.dump(report, f, indent=2)
+        write_text_atomic(self.path("predictor.json"), json.dumps(report, indent=2))
         save_atomic(model.state_dict(), path)
         return model.eval()
 
@@ -203,8 +202,7 @@ class Search:
                "largest_8bit_cost": largest8 * scale, "best": res.best.to_dict(), "best_predicted": res.best_score,
                "best_cost": res.best_cost * scale, "history": res.history,
                "population": [{"arch": a.to_dict(), "predicted": s, "cost": c * scale} for a, s, c in res.population]}
-        with open(path, "w") as f:
-            json.dump(out, f)
+        write_text_atomic(path, json.dumps(out))
         return out
 
     def finalize(self) -> dict:
@@ -263,13 +261,11 @@ class Search:
                    "uniform_same_budget": {k: {"acc": v["test_top1"], "latency_ms": v["deploy_latency_ms_batch1"]}
                                            for k, v in out.items() if k.startswith("uniform_")},
                    "candidates": out, "plot": self.plot(ev, out)}
-        with open(self.path("final.json"), "w") as f:
-            json.dump(summary, f, indent=2)
+        write_text_atomic(self.path("final.json"), json.dumps(summary, indent=2))
         if self.sc.get("results_dir"):
             os.makedirs(self.sc["results_dir"], exist_ok=True)
             name = self.sc.get("results_name") or "apq_" + self.cfg["data"]["spec"].split(":")[0]
-            with open(os.path.join(self.sc["results_dir"], f"{name}.json"), "w") as f:
-                json.dump(summary, f, indent=2)
+            write_text_atomic(os.path.join(self.sc["results_dir"], f"{name}.json"), json.dumps(summary, indent=2))
         return summary
 
     def plot(self, ev: dict, out: dict) -> str | None:

@@ -8,35 +8,21 @@
 namespace cmn::cuda {
 namespace {
 
-enum ResKind : int { kResNone, kResF32, kResF16, kResBF16, kResS8, kResU8 };
-
+// The epilogue's description is the CPU's (Epilogue::view, cpu/kernels/job.h: plain data, device-usable), with
+// the accumulator layout and the binary correction of this GEMM.
 struct Params {
+  cpu::EpiView v;
   const int32_t* acc;
-  int64_t R, N, K, P, WO;
-  const int32_t* row_of_channel;
-  const float* scale;
-  const float* bias;
-  bool relu;
-  float out_scale;
-  bool round_half_up;
-  float qmin, qmax;
-  bool bits_pm1;
-  float thresholds[15];
-  int n_thresholds;
-  int res_kind;
-  const void* res;
-  float res_scale;
-  int64_t res_h, res_w, res_c, res_stride, res_offset;
-  float* float_out;
+  int64_t R, N;
   BinaryFix fix;
 };
 
 // row = n * P + pix; acc is [N, R, P] (cuda/detail/igemm.cuh)
 __device__ __forceinline__ int32_t value(const Params& p, int64_t row, int64_t k) {
-  const int64_t r = p.row_of_channel ? p.row_of_channel[k] : k;
+  const int64_t r = p.v.row_of_channel ? p.v.row_of_channel[k] : k;
   if (r < 0) return 0;
-  const int64_t n = row / p.P, pix = row - n * p.P;
-  const int32_t a = p.acc[(n * p.R + r) * p.P + pix];
+  const int64_t n = row / p.v.P, pix = row - n * p.v.P;
+  const int32_t a = p.acc[(n * p.R + r) * p.v.P + pix];
   const BinaryFix& f = p.fix;
   if (f.mode == BinaryFix::PM1) {
     // sum (1 - 2 xb)(1 - 2 wb) over valid taps = n - 2 popc(x) - 2 popc(w) + 4 popc(x AND w)
@@ -60,43 +46,44 @@ __device__ __forceinline__ int32_t value(const Params& p, int64_t row, int64_t k
 }
 
 __device__ __forceinline__ float residual_at(const Params& p, int64_t row, int64_t k) {
-  const int64_t c = k - p.res_offset;
-  if (c < 0 || c >= p.res_c) return 0.f;
-  const int64_t n = row / p.P, pix = row - n * p.P, oy = pix / p.WO, ox = pix - oy * p.WO;
-  const int64_t i = ((n * p.res_h + oy * p.res_stride) * p.res_w + ox * p.res_stride) * p.res_c + c;
-  switch (p.res_kind) {
-    case kResF32: return static_cast<const float*>(p.res)[i];
-    case kResF16: return __half2float(static_cast<const __half*>(p.res)[i]);
-    case kResBF16: return __bfloat162float(static_cast<const __nv_bfloat16*>(p.res)[i]);
-    case kResS8: return __fmul_rn(float(static_cast<const int8_t*>(p.res)[i]), p.res_scale);
-    default: return __fmul_rn(float(static_cast<const uint8_t*>(p.res)[i]), p.res_scale);
+  const int64_t c = k - p.v.res_offset;
+  if (c < 0 || c >= p.v.res_c) return 0.f;
+  const int64_t n = row / p.v.P, pix = row - n * p.v.P, oy = pix / p.v.WO, ox = pix - oy * p.v.WO;
+  const int64_t i = ((n * p.v.res_h + oy * p.v.res_stride) * p.v.res_w + ox * p.v.res_stride) * p.v.res_c + c;
+  switch (p.v.res_kind) {
+    case cpu::ResCode::F32: return static_cast<const float*>(p.v.res)[i];
+    case cpu::ResCode::F16: return __half2float(static_cast<const __half*>(p.v.res)[i]);
+    case cpu::ResCode::BF16: return __bfloat162float(static_cast<const __nv_bfloat16*>(p.v.res)[i]);
+    case cpu::ResCode::S8: return __fmul_rn(float(static_cast<const int8_t*>(p.v.res)[i]), p.v.res_scale);
+    default: return __fmul_rn(float(static_cast<const uint8_t*>(p.v.res)[i]), p.v.res_scale);
   }
 }
 
 // One rounding per operation, as on the CPU: explicit _rn intrinsics keep nvcc from fusing into an FMA.
 __device__ __forceinline__ float affine(const Params& p, int64_t row, int64_t k) {
   float y = static_cast<float>(value(p, row, k));
-  if (p.scale) y = __fmul_rn(y, p.scale[k]);
-  if (p.bias) y = __fadd_rn(y, p.bias[k]);
-  if (p.res_kind != kResNone) y = __fadd_rn(y, residual_at(p, row, k));
-  if (p.relu) y = (y < 0.f) ? 0.f : y;  // the CPU's (y < 0 ? 0 : y), -0.0 included
-  if (p.float_out) p.float_out[row * p.K + k] = y;
+  if (p.v.scale) y = __fmul_rn(y, p.v.scale[k]);
+  if (p.v.bias) y = __fadd_rn(y, p.v.bias[k]);
+  if (p.v.res_kind != cpu::ResCode::None) y = __fadd_rn(y, residual_at(p, row, k));
+  if (p.v.relu) y = (y < 0.f) ? 0.f : y;  // the CPU's (y < 0 ? 0 : y), -0.0 included
+  if (p.v.float_out) p.v.float_out[row * p.v.K + k] = y;
   return y;
 }
 
 __device__ __forceinline__ float quantize(const Params& p, float y) {
-  const float s = __fdiv_rn(y, p.out_scale);
-  float q = p.round_half_up ? floorf(__fadd_rn(s, 0.5f)) : rintf(s);  // rintf: half to even
-  q = q < p.qmin ? p.qmin : q;
-  q = q > p.qmax ? p.qmax : q;
-  return q == q ? q : p.qmin;
+  const float s = __fdiv_rn(y, p.v.out_scale);
+  float q = p.v.round_half_up ? floorf(__fadd_rn(s, 0.5f)) : rintf(s);  // rintf: half to even
+  const float qmin = float(p.v.qmin), qmax = float(p.v.qmax);
+  q = q < qmin ? qmin : q;
+  q = q > qmax ? qmax : q;
+  return q == q ? q : qmin;
 }
 
 template <typename Out, int KIND>  // KIND: 0 int, 1 float, 2 int8 / uint8
 __global__ void values_kernel(Params p, Out* __restrict__ out) {
-  const int64_t total = p.N * p.P * p.K;  // NHWC order: i = row * K + k
+  const int64_t total = p.N * p.v.P * p.v.K;  // NHWC order: i = row * K + k
   for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < total; i += int64_t(gridDim.x) * blockDim.x) {
-    const int64_t k = i % p.K, row = i / p.K;
+    const int64_t k = i % p.v.K, row = i / p.v.K;
     if constexpr (KIND == 0) {
       out[i] = value(p, row, k);
     } else {
@@ -113,31 +100,31 @@ __global__ void values_kernel(Params p, Out* __restrict__ out) {
 }
 
 __global__ void bits_kernel(Params p, uint32_t* __restrict__ out) {
-  const int64_t words = (p.K + 31) / 32, total = p.N * p.P * words;
+  const int64_t words = (p.v.K + 31) / 32, total = p.N * p.v.P * words;
   for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < total; i += int64_t(gridDim.x) * blockDim.x) {
     const int64_t row = i / words, word = i % words;
     uint32_t bits = 0;
     for (int b = 0; b < 32; ++b) {
       const int64_t k = word * 32 + b;
-      if (k >= p.K) break;
+      if (k >= p.v.K) break;
       const float y = affine(p, row, k);
-      if (p.bits_pm1 ? (y < 0.f) : (y >= 0.5f)) bits |= 1u << b;
+      if (p.v.bits_pm1 ? (y < 0.f) : (y >= 0.5f)) bits |= 1u << b;
     }
     out[i] = bits;
   }
 }
 
 __global__ void int4_kernel(Params p, uint8_t* __restrict__ out) {
-  const int64_t bytes = (p.K + 1) / 2, total = p.N * p.P * bytes;
+  const int64_t bytes = (p.v.K + 1) / 2, total = p.N * p.v.P * bytes;
   for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < total; i += int64_t(gridDim.x) * blockDim.x) {
     const int64_t row = i / bytes, b = i % bytes;
     uint32_t packed = 0;
     for (int h = 0; h < 2; ++h) {
       const int64_t k = 2 * b + h;
-      if (k >= p.K) break;
-      const float u = __fdiv_rn(affine(p, row, k), p.out_scale);
+      if (k >= p.v.K) break;
+      const float u = __fdiv_rn(affine(p, row, k), p.v.out_scale);
       uint32_t code = 0;
-      for (int t = 0; t < p.n_thresholds; ++t) code += p.thresholds[t] <= u;
+      for (int t = 0; t < p.v.n_thresholds; ++t) code += p.v.thresholds[t] <= u;
       packed |= code << (4 * h);
     }
     out[i] = static_cast<uint8_t>(packed);
@@ -151,41 +138,10 @@ void run_epilogue(const Epilogue& e, const at::Tensor& acc, const at::Tensor& ro
   const int64_t N = e.out.size(0);
   if (e.out.numel() == 0) return;
   Params p{};
+  p.v = e.view(row_of_channel.defined() ? row_of_channel.data_ptr<int32_t>() : nullptr);
   p.acc = acc.data_ptr<int32_t>();
   p.R = acc.size(1);
   p.N = N;
-  p.K = e.K;
-  p.P = e.P;
-  p.WO = e.WO;
-  p.row_of_channel = row_of_channel.defined() ? row_of_channel.data_ptr<int32_t>() : nullptr;
-  p.scale = e.scale.defined() ? e.scale.data_ptr<float>() : nullptr;
-  p.bias = e.bias.defined() ? e.bias.data_ptr<float>() : nullptr;
-  p.relu = e.relu;
-  p.out_scale = e.out_scale;
-  p.round_half_up = e.round_half_up;
-  p.qmin = float(e.qmin);
-  p.qmax = float(e.qmax);
-  p.bits_pm1 = e.bits_encoding == BitEncoding::PM1;
-  p.n_thresholds = int(e.thresholds.size());
-  for (size_t i = 0; i < e.thresholds.size(); ++i) p.thresholds[i] = e.thresholds[i];
-  p.res_kind = kResNone;
-  if (e.residual.defined()) {
-    switch (e.residual.scalar_type()) {
-      case at::kFloat: p.res_kind = kResF32; break;
-      case at::kHalf: p.res_kind = kResF16; break;
-      case at::kBFloat16: p.res_kind = kResBF16; break;
-      case at::kChar: p.res_kind = kResS8; break;
-      default: p.res_kind = kResU8; break;
-    }
-    p.res = e.residual.data_ptr();
-    p.res_scale = e.residual_scale;
-    p.res_h = e.res_h;
-    p.res_w = e.res_w;
-    p.res_c = e.res_c;
-    p.res_stride = e.res_stride;
-    p.res_offset = e.res_offset;
-  }
-  p.float_out = e.float_out.defined() ? e.float_out.data_ptr<float>() : nullptr;
   p.fix = fix;
   const int64_t rows = N * e.P;
   switch (e.kind) {

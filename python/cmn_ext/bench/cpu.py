@@ -126,17 +126,20 @@ def run(cases, repeats: int = 5, progress: bool = True) -> list[dict]:
     return rows
 
 
-def environment() -> dict:
-    cpu = platform.processor() or platform.machine()
+def cpu_model() -> str:
+    """The CPU's model name (/proc/cpuinfo), or what platform knows elsewhere."""
     try:
         with open("/proc/cpuinfo") as f:
             for line in f:
                 if line.startswith("model name"):
-                    cpu = line.split(":", 1)[1].strip()
-                    break
+                    return line.split(":", 1)[1].strip()
     except OSError:
         pass
-    return {"device": f"cpu: {cpu}", "threads": torch.get_num_threads(), "torch": torch.__version__,
+    return platform.processor() or platform.machine()
+
+
+def environment() -> dict:
+    return {"device": f"cpu: {cpu_model()}", "threads": torch.get_num_threads(), "torch": torch.__version__,
             "python": platform.python_version()}
 
 

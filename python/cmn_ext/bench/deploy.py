@@ -31,16 +31,16 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..models import build_model, load_pretrained
+from .cpu import cpu_model
 from ..nn import convert, quantize_model
 from ..nn.engine import build_engine
 
+INT8 = {"weight": {"kind": "linear", "bits": 8}, "act": {"kind": "linear", "bits": 8}, "first": "8bit", "last": "8bit"}
 SCHEMES = {
     "binary": {"weight": {"kind": "binary"}, "act": {"kind": "binary", "encoding": "01"}, "first": "fp",
                "last": "fp"},
-    "int8": {"weight": {"kind": "linear", "bits": 8}, "act": {"kind": "linear", "bits": 8}, "first": "8bit",
-             "last": "8bit"},
-    "int8_pruned": {"weight": {"kind": "linear", "bits": 8}, "act": {"kind": "linear", "bits": 8},
-                    "first": "8bit", "last": "8bit"},
+    "int8": INT8,
+    "int8_pruned": INT8,  # pruned after quantize_model (build)
     "apot": {"weight": {"kind": "apot", "bits": 4}, "act": {"kind": "apot", "bits": 4}, "first": "8bit",
              "last": "8bit"},
 }
@@ -50,18 +50,9 @@ def machine() -> dict:
     """CPU model, its flags that matter to the kernels, thread count, versions."""
     import cmn_ext
 
-    model = platform.processor() or platform.machine()
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    model = line.split(":", 1)[1].strip()
-                    break
-    except OSError:
-        pass
     info = cmn_ext.ops.cpu_paths()
     gpu = {"gpu": torch.cuda.get_device_name()} if torch.cuda.is_available() else {}
-    return {**gpu, "cpu": model, "features": info["features"], "threads": torch.get_num_threads(),
+    return {**gpu, "cpu": cpu_model(), "features": info["features"], "threads": torch.get_num_threads(),
             "int8_path": info["int8"]["selected"], "binary_path": info["binary"]["selected"],
             "winograd": info["winograd"], "torch": torch.__version__, "cmn_ext": cmn_ext.__version__,
             "python": platform.python_version()}

@@ -219,7 +219,7 @@ def test_pairs_are_resumable_and_sharded(tmp_path, monkeypatch):
 
 
 def test_cost_table_sums_measured_layers(tmp_path):
-    from cmn_ext.search.cost import CostTable, layer_key, measure_layer
+    from cmn_ext.search.cost import CostTable, kernel_for, layer_key, measure_layer
 
     fake = lambda layer: (layer[6] * 1e-6 + layer[7] * 1e-3, "fake")  # noqa: E731  deterministic "measurement"
     table = CostTable(str(tmp_path / "t.json"), "cpu", measure=fake)
@@ -232,11 +232,64 @@ def test_cost_table_sums_measured_layers(tmp_path):
     table.save()
     again = CostTable(str(tmp_path / "t.json"), "cpu", measure=lambda layer: pytest.fail("measured again"))
     assert again.latency_ms(TINY, arch, 12) == pytest.approx(table.latency_ms(TINY, arch, 12))
-    # the real measurement: our int8 kernel for dense 1x1 layers, PyTorch's conv for depthwise ones
+    # the real measurement: our kernels for dense 1x1 layers (which one depends on the bits), PyTorch's conv for
+    # depthwise ones
     dense = next(l for l in layers if l[0] == "expand")
     dw = next(l for l in layers if l[0] == "depthwise")
     (ms1, k1), (ms2, k2) = measure_layer(dense, reps=2), measure_layer(dw, reps=2)
-    assert ms1 > 0 and ms2 > 0 and k1 == "cmn.int8_conv2d" and k2.startswith("torch conv2d")
+    want = {"apot": "cmn.apot_conv2d", "int8": "cmn.int8_conv2d"}[kernel_for(dense)]
+    assert ms1 > 0 and ms2 > 0 and k1 == want and k2.startswith("torch conv2d")
+
+
+def test_cost_table_is_keyed_by_bits_and_measures_each_bitwidth_on_its_kernel(tmp_path):
+    """The measured table: one entry per bitwidth, each timed on the kernel those bits run on (no assertion on
+    the times themselves: tests never depend on the machine's speed)."""
+    import json
+
+    from cmn_ext.search.cost import TABLE_VERSION, CostTable, kernel_for, layer_key, measure_layer
+
+    table = CostTable(str(tmp_path / "t.json"), "cpu", measure=lambda layer: measure_layer(layer, "cpu", reps=1))
+    bits = [(1, 1), (2, 2), (4, 4), (4, 8), (6, 6), (8, 8), (32, 32)]
+    dense = [("expand", 8, 16, 1, 1, 4, 4 * 4 * 8 * 16, w, a) for w, a in bits]
+    dw = [("depthwise", 16, 16, 3, 1, 4, 4 * 4 * 16 * 9, w, a) for w, a in bits[:3]]
+    for layer in dense + dw:
+        assert table.layer_ms(layer) > 0
+    assert len(table.entries) == len(dense) + len(dw)  # distinct keys: the bits are part of the key
+    kernels = [table.entries[layer_key(l)]["kernel"] for l in dense]
+    assert kernels == ["cmn.binary_conv2d", "cmn.apot_conv2d", "cmn.apot_conv2d", "cmn.int8_conv2d",
+                       "cmn.int8_conv2d", "cmn.int8_conv2d", "torch conv2d float32"]
+    assert [kernel_for(l) for l in dense] == ["binary", "apot", "apot", "int8", "int8", "int8", "float"]
+    assert {table.entries[layer_key(l)]["kernel"] for l in dw} == {"torch conv2d float32"}  # no low-bit depthwise
+    assert layer_key(dense[2]).endswith(":w4:a4") and layer_key(dense[5]).endswith(":w8:a8")
+    table.save()
+    saved = json.loads((tmp_path / "t.json").read_text())
+    assert saved["version"] == TABLE_VERSION and len(saved["entries"]) == len(table.entries)
+    # a table from before the bit-specific kernels (no version: every <= 8-bit layer timed on int8) is re-measured
+    saved.pop("version")
+    (tmp_path / "old.json").write_text(json.dumps(saved))
+    with pytest.warns(UserWarning, match="measured again"):
+        old = CostTable(str(tmp_path / "old.json"), "cpu", measure=lambda layer: (1.0, "fake"))
+    assert old.entries == {} and old.layer_ms(dense[0]) == 1.0
+
+
+def test_bitfusion_cost_falls_with_every_bit():
+    """The BitFusion model: a b_w x b_a multiply is ceil(b_w/2) x ceil(b_a/2) 2-bit BitBrick products."""
+    from cmn_ext.search.cost import bitbricks, bitfusion_cost, layer_bitfusion
+
+    assert [bitbricks(b, b) for b in (1, 2, 3, 4, 5, 6, 7, 8)] == [1, 1, 4, 4, 9, 9, 16, 16]
+    assert bitbricks(8, 4) == 8 and bitbricks(32, 32) == 256
+    for kind in ("expand", "depthwise", "project"):
+        costs = [layer_bitfusion((kind, 16, 16, 3, 1, 8, 1000, b, b)) for b in (8, 6, 4, 2)]
+        assert costs == [16_000, 9_000, 4_000, 1_000]  # strictly lower with fewer bits, in every layer kind
+    # an architecture: hand count from its MACs
+    arch8, arch4 = TINY.largest(8), TINY.largest(4)
+    macs = sum(l[6] for l in TINY.layer_costs(arch8, 12))
+    assert bitfusion_cost(TINY, arch8, 12) == 16 * macs and bitfusion_cost(TINY, arch4, 12) == 4 * macs
+    # one layer's bits alone move the cost (the joint search has something to gain from bits)
+    one = TINY.largest(8)
+    one.wbits[0][1] = 4  # the first block's depthwise weights: 8 -> 4 bits
+    dw_macs = TINY.layer_costs(one, 12)[1][6]
+    assert bitfusion_cost(TINY, one, 12) == 16 * macs - (16 - 8) * dw_macs
 
 
 @pytest.mark.slow

@@ -29,4 +29,4 @@ echo "[setup] installing ${TORCH_SPEC} ${TORCHVISION_SPEC} and the build tools"
 echo "[setup] building cmn_ext${EXTRAS} against $(.venv/bin/python -c 'import torch; print("torch", torch.__version__)')"
 CMAKE_ARGS="${CMAKE_ARGS:-} -DCMN_CUDA=${CMN_CUDA:-AUTO}" \
   "${PIP[@]}" install --no-build-isolation -e ".${EXTRAS}"
-echo "[setup] done: $(.venv/bin/python -c 'import cmn_ext; i = cmn_ext.build_info(); print("cmn_ext", i["version"], "CUDA sources:", "on" if i["cuda_built"] else "off")')"
+echo "[setup] done: $(.venv/bin/python -c 'import cmn_ext; i = cmn_ext.build_info(); print("cmn_ext", i["version"], "CUDA sources:", ("on, archs " + ",".join(i["cuda_archs"])) if i["cuda_built"] else "off")')"

@@ -25,8 +25,8 @@ def _cmd_info(args) -> int:
     else:
         print(f"cmn_ext {info['version']}  (torch {info['torch']}, built against {info['built_with_torch']})")
         print(f"  compiler: {info['compiler']}")
-        print(f"  CUDA sources compiled: {'yes' if info['cuda_built'] else 'no'};  "
-              f"CUDA device available: {'yes' if info['cuda_available'] else 'no'}")
+        cuda = f"yes ({info['cuda_compiler']}, architectures {', '.join(info['cuda_archs'])})" if info["cuda_built"] else "no"
+        print(f"  CUDA sources compiled: {cuda};  CUDA device available: {'yes' if info['cuda_available'] else 'no'}")
         print("  ops (backends with a kernel):")
         for name, keys in info["ops"].items():
             print(f"    torch.ops.cmn.{name:<14} {', '.join(keys) or '-'}")
@@ -34,7 +34,8 @@ def _cmd_info(args) -> int:
         print(f"  CPU features: {' '.join(cpu['features']) or '-'};  int8 Winograd: {'on' if cpu['winograd'] else 'off'}")
         for family in ("int8", "binary"):
             paths = cpu[family]
-            print(f"    {family:<6} path {paths['selected']:<14} (this CPU runs: {', '.join(paths['available'])})")
+            print(f"    {family:<6} path {paths['selected']:<14} (this CPU runs: {', '.join(paths['available'])}) "
+                  f"for {', '.join(paths['ops'])}")
     if args.bench:
         from .bench import cpu as bench_cpu
 

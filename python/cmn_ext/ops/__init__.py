@@ -34,8 +34,8 @@ OP_NAMES = _registered_ops()
 
 def cpu_paths() -> dict:
     """The CPU's features and, per kernel family ("int8", "binary"), the paths this build has ("built"), those
-    this CPU can run ("available") and the one the next call takes ("selected"). ``emu_*`` paths run another
-    instruction set's data layout and tiling on AVX2 instructions (for tests)."""
+    this CPU can run ("available"), the one the next call takes ("selected") and the ops that take it ("ops").
+    ``emu_*`` paths run another instruction set's data layout and tiling on AVX2 instructions (for tests)."""
     from .. import _C
 
     return _C.cpu_paths()
@@ -47,7 +47,7 @@ def set_cpu_path(family: str, name: str | None = None) -> None:
     it at start-up."""
     from .. import _C
 
-    _C.set_cpu_path(family, name or "")
+    _C.set_cpu_path(family, name or None)
 
 
 def set_winograd(enabled: bool | None) -> None:
@@ -79,13 +79,16 @@ def build_info() -> dict:
     for name in OP_NAMES:
         qualname = f"cmn::{name}"
         backends[name] = [key for key in ("CPU", "CUDA") if torch._C._dispatch_has_kernel_for_dispatch_key(qualname, key)]
+    built = _C.build_info()  # version, built_with_torch, compiler, cuda_built, cuda_archs, cuda_compiler
     return {
-        "version": _C.version,
+        "version": built["version"],
         "torch": torch.__version__,
-        "built_with_torch": _C.built_with_torch,
-        "cuda_built": bool(_C.cuda_built),
+        "built_with_torch": built["built_with_torch"],
+        "cuda_built": built["cuda_built"],
+        "cuda_archs": built["cuda_archs"],  # CMAKE_CUDA_ARCHITECTURES of the CUDA sources, e.g. ["90a"]
+        "cuda_compiler": built["cuda_compiler"],
         "cuda_available": torch.cuda.is_available(),
-        "compiler": _C.cxx,
+        "compiler": built["compiler"],
         "ops": backends,
         "cpu": _C.cpu_paths(),
     }

@@ -69,7 +69,7 @@ for fam in ${GPU_SH_FAMILIES:-binary_conv int8_conv apot}; do
              | tee "$TMP/bench_${fam}.log" | tail -1) && [[ $path == *.json ]]; then
     parts+=("$path")
     # merged after every family, so a later stage that runs out of time leaves the earlier results
-    python -c 'import sys; from cmn_ext.bench import gpu; print(gpu.merge(sys.argv[1], sys.argv[2:]))' \
+    python -c 'import sys; from cmn_ext.bench import gpu; print(gpu.combine_parts(sys.argv[1], sys.argv[2:]))' \
       "$OUT" "${parts[@]}"
   else
     echo "[gpu.sh] bench $fam failed"; tail -20 "$TMP/bench_${fam}.log"

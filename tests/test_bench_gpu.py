@@ -21,7 +21,7 @@ def test_dry_run_records_write_and_merge(tmp_path):
         assert all(r["time_us"] > 0 and abs(r["speedup"] - r["baseline_time_us"] / r["time_us"]) < 0.01 * r["speedup"] + 1e-3
                    for r in rows)
         parts.append(gpu.write(str(tmp_path), env, rows, f"part_{family}"))
-    merged = json.loads(open(gpu.merge(str(tmp_path), parts)).read())
+    merged = json.loads(open(gpu.combine_parts(str(tmp_path), parts)).read())
     assert {r["op"] for r in merged["results"]} == {"binary_conv2d", "apot_matmul", "apot_conv2d"}
     md = (tmp_path / f"{gpu.device_slug(env)}.md").read_text()
     assert "| op | backend | shape | cmn (us) | TOPS |" in md

@@ -209,3 +209,6 @@ def test_cmn_cascade_json(tmp_path, capsys):
         assert 0.0 <= res[key] <= 1.0, key
     assert (tmp_path / "report.md").exists() and (tmp_path / "accuracy_vs_bits.png").exists()
     assert res["cascades"][0]["deploy"]["agree_with_qat"] == 1.0
+    # the default floor: the lower of the full-precision and 8-bit nets' validation top-1; fp trained here
+    assert res["eta_source"] == "min" and res["val_eta"] == min(res["val_fp_acc"], res["val_hi_acc"])
+    assert res["val_floor"] == res["val_eta"] and res["fp_source"] == "trained 1 epoch"

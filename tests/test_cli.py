@@ -7,7 +7,9 @@ import os
 import pytest
 
 from cmn_ext.cli import main
-from cmn_ext.config import apply_overrides, load_config
+from cmn_ext.cascade import pipeline as cascade_pipeline
+from cmn_ext.config import apply_overrides, dump, load_config
+from cmn_ext.search import pipeline as search_pipeline
 
 pytestmark = pytest.mark.slow  # pipeline runs; `pytest -m "not slow"` is the kernel suite
 
@@ -30,10 +32,16 @@ def test_overrides_are_yaml_typed():
         apply_overrides({}, ["train.lr"])
 
 
-@pytest.mark.parametrize("path", CONFIGS, ids=os.path.basename)
-def test_shipped_configs_load(path):
+@pytest.mark.parametrize("path", CONFIGS + [cascade_pipeline.DEFAULT_CONFIG, search_pipeline.DEFAULT_CONFIG],
+                         ids=os.path.basename)
+def test_shipped_configs_load_and_round_trip(path, tmp_path):
+    """Every shipped config loads, and its resolved form (what a run directory's config.yaml holds) loads back
+    to the same typed config."""
     cfg = load_config(path)
-    assert cfg["model"]["name"] and cfg["train"]["epochs"] >= 1
+    assert cfg.model.name and cfg.train.epochs >= 1
+    again = tmp_path / "config.yaml"
+    again.write_text(dump(cfg))
+    assert load_config(str(again)) == cfg
 
 
 def test_unknown_config_key(tmp_path):

@@ -4,7 +4,6 @@ import pytest
 
 from cmn_ext.cli import main
 from cmn_ext.config import load_config
-from cmn_ext.config_schema import validate
 
 
 @pytest.mark.parametrize("override, message", [
@@ -45,8 +44,7 @@ def test_every_problem_is_reported_at_once():
 def test_nested_typo_in_a_file_names_the_file(tmp_path):
     p = tmp_path / "c.yaml"
     p.write_text("train: {epochs: 2}\ncascade:\n  search: {recal: [5, 95, 5]}\n")
-    with pytest.raises(ValueError, match=rf"{p}: 1 problem:\n  unknown key 'cascade.search.recal' \(did you mean "
-                                         r"'recall'\?\)"):
+    with pytest.raises(ValueError, match=rf"{p}: unknown key 'cascade.search.recal' \(did you mean 'recall'\?\)"):
         load_config(str(p))
 
 
@@ -62,7 +60,7 @@ def test_malformed_yaml_names_the_file_and_line(tmp_path):
 def test_valid_configs_pass_unchanged():
     cfg = load_config(None, ["train.epochs=2", "data.limit={train: 8}", "quant={weight: {kind: binary}, act: "
                              "{kind: binary, encoding: '01'}, first: fp, last: fp}", "cascade.lo.train.epochs=0"])
-    assert validate(cfg) is cfg and cfg["train"]["epochs"] == 2
+    assert cfg.train.epochs == 2 and cfg.data.limit == {"train": 8} and cfg.cascade.lo.train == {"epochs": 0}
 
 
 def test_cli_rejects_a_bad_config_before_writing_anything(tmp_path, capsys):
@@ -92,6 +90,6 @@ def test_spq_ppq_resolve_to_the_paper_plateau_schedule(monkeypatch, tmp_path, ex
     for method in ("spq", "ppq"):
         with pytest.raises(_Captured):
             main(["compress", "--method", method, f"weights={tmp_path / 'fp.pt'}", *extra])
-        train = seen["cfg"]["train"]
-        assert seen["method"] == method and train["schedule"] == schedule
-        assert (train["factor"], train["patience"]) == (0.9, 3)
+        train = seen["cfg"].train
+        assert seen["method"] == method and train.schedule == schedule
+        assert (train.factor, train.patience) == (0.9, 3)

@@ -18,6 +18,7 @@ from collections.abc import Iterable
 import torch
 from torch import nn
 
+from .config import Prune
 from .nn import convert, quantize_model
 
 EDGES = ("fp", "8bit", "same")
@@ -116,33 +117,6 @@ class APoT(_Scheme):
                 "act": {"kind": "apot", "bits": self.bits, "alpha": float(self.act_alpha)}, **self._edges()}
 
 
-@dataclasses.dataclass(frozen=True)
-class Prune:
-    """Filter (``"fpgm"``) or weight-magnitude (``"magnitude"``) pruning to ``ratio``: ``"oneshot"`` (at once),
-    ``"soft"`` (SPQ: re-selected and zeroed at every epoch end) or ``"progressive"`` (PPQ: in ``stages`` steps
-    over ``epochs``, frozen at zero). ``exclude`` names layers ("first", "last" or layer names) left whole."""
-
-    method: str = "fpgm"
-    ratio: float = 0.5
-    schedule: str = "oneshot"
-    stages: int = 1
-    epochs: int = 1
-    exclude: tuple = ("first", "last")
-
-    def __post_init__(self):
-        _check("Prune", "method", self.method in ("fpgm", "magnitude"), '"fpgm" or "magnitude"', self.method)
-        _check("Prune", "ratio", isinstance(self.ratio, (int, float)) and 0 <= self.ratio < 1, "a number in [0, 1)",
-               self.ratio)
-        _check("Prune", "schedule", self.schedule in ("oneshot", "soft", "progressive"),
-               '"oneshot", "soft" or "progressive"', self.schedule)
-        for field in ("stages", "epochs"):
-            v = getattr(self, field)
-            _check("Prune", field, isinstance(v, int) and v >= 1, "a positive int", v)
-        _check("Prune", "exclude", isinstance(self.exclude, (tuple, list)) and all(isinstance(n, str)
-               for n in self.exclude), "a tuple of layer names", self.exclude)
-        object.__setattr__(self, "exclude", tuple(self.exclude))  # a list given stays hashable and frozen
-
-
 Scheme = Binary | Int8 | DoReFa | APoT
 
 
@@ -160,8 +134,7 @@ def quantize_(model: nn.Module, config: Scheme | None, prune: Prune | None = Non
     if prune is not None:
         from .prune import Pruner
 
-        pruner = Pruner(model, prune.method, prune.ratio, schedule=prune.schedule, stages=prune.stages,
-                        epochs=prune.epochs, exclude=list(prune.exclude))
+        pruner = Pruner(model, **prune.pruner_kwargs(epochs=1))
         if prune.schedule == "oneshot":
             pruner.prune_to(prune.ratio)
         model.cmn_pruner = pruner

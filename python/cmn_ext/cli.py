@@ -46,7 +46,7 @@ def _cmd_info(args) -> int:
     return 0
 
 
-def _config(args, extra: list[str] | None = None, base: dict | None = None) -> dict:
+def _config(args, extra: list[str] | None = None, recipe: str | None = None):
     from .config import load_config
 
     path = None
@@ -56,7 +56,7 @@ def _config(args, extra: list[str] | None = None, base: dict | None = None) -> d
     bad = [a for a in rest if "=" not in a]
     if bad:
         raise SystemExit(f"cmn: expected key=value overrides after the config, got {bad}")
-    return load_config(path, rest + (extra or []), base)
+    return load_config(path, rest + (extra or []), recipe)
 
 
 def _emit(args, result: dict, text: str | None = None) -> None:
@@ -75,14 +75,14 @@ def _cmd_train(args, compress: bool = False) -> int:
     if compress and getattr(args, "method", None):
         from .compress import pipeline
 
-        # The recipe's training defaults (the papers' plateau schedule) sit under the file and the overrides.
-        cfg = _config(args, extra, base={"train": pipeline.TRAIN})
+        # The recipe's training settings (the papers' plateau schedule) sit under the file and the overrides.
+        cfg = _config(args, extra, recipe="compress")
         res = pipeline.run(cfg, args.method, progress=not args.no_progress)
         _emit(args, {k: v for k, v in res.items() if k not in ("table", "cost_table")},
               f"{res['table']}\n\n{res['cost_table']}\n\nstart: {res['start']}; run directory: {res['run_dir']}")
         return 0
     cfg = _config(args, extra)
-    if compress and not runner.needs_qat_layers(cfg):
+    if compress and not cfg.needs_qat_layers():
         raise SystemExit("cmn compress: the config has neither 'quant' nor 'prune'; use cmn train for plain training")
     if args.resume and args.overwrite:
         raise ValueError("--resume and --overwrite exclude each other")
@@ -146,7 +146,7 @@ def _cmd_cascade(args) -> int:
         shutil.rmtree(run_dir)
     elif os.path.isdir(run_dir):
         runner.log(f"[cmn] continuing in {run_dir} (finished steps are reused; --restart starts over)")
-    report = pipeline.run({**cfg, "run_dir": run_dir}, progress=not args.no_progress)
+    report = pipeline.run(cfg.replace(run_dir=run_dir), progress=not args.no_progress)
     if args.json:
         keep = {k: v for k, v in report.items() if k not in ("table", "cascades")}
         keep["cascades"] = [{k: v for k, v in c.items() if k not in ("search", "initial", "stages")}
@@ -183,7 +183,7 @@ def _cmd_search(args) -> int:
     elif os.path.isdir(run_dir):
         runner.log(f"[cmn] continuing in {run_dir} (finished stages are reused; --restart starts over)")
     stages = pipeline.STAGES if args.stage == "all" else tuple(args.stage.split(","))
-    search = pipeline.Search({**cfg, "run_dir": run_dir}, progress=not args.no_progress)
+    search = pipeline.Search(cfg.replace(run_dir=run_dir), progress=not args.no_progress)
     result = search.run(stages)
     if "finalize" in stages:
         with open(os.path.join(run_dir, "final.json")) as f:

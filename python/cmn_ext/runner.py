@@ -9,6 +9,7 @@ import time
 import torch
 
 from . import config as config_mod
+from .config import CascadeConfig, CompressConfig, DataConfig, ModelConfig, RunConfig, as_run_config
 from .data import build_datasets
 from .files import (
     BadFileError,
@@ -33,43 +34,38 @@ def log(msg: str) -> None:
     print(msg, file=sys.stderr, flush=True)
 
 
-def build_data(cfg: dict, augment: bool = True):
-    d = cfg["data"]
-    return build_datasets(d["spec"], val_fraction=float(d.get("val_fraction", 0.1)), seed=int(d.get("seed", 0)),
-                          augment=augment, download=bool(d.get("download", False)), image_size=d.get("image_size"),
-                          limit=d.get("limit"))
+def build_data(cfg: RunConfig, augment: bool = True):
+    d = cfg.data
+    return build_datasets(d.spec, val_fraction=d.val_fraction, seed=d.seed, augment=augment, download=d.download,
+                          image_size=d.image_size, limit=d.limit)
 
 
-def recipe_of(cfg: dict, num_classes: int) -> dict:
-    m = cfg["model"]
-    return {"model": m["name"], "num_classes": int(num_classes), "model_kwargs": dict(m.get("kwargs") or {}),
-            "quant": cfg.get("quant")}
+def recipe_of(cfg: RunConfig, num_classes: int, quant="run") -> dict:
+    """What a deploy file records to rebuild its model (``quant``: the run's unless given)."""
+    return {"model": cfg.model.name, "num_classes": int(num_classes), "model_kwargs": dict(cfg.model.kwargs),
+            "quant": cfg.quant if quant == "run" else quant}
 
 
-def build_float(cfg: dict, num_classes: int):
-    m = cfg["model"]
-    model = build_model(m["name"], int(m.get("num_classes") or num_classes), **(m.get("kwargs") or {}))
-    if cfg.get("weights"):
-        load_pretrained(model, cfg["weights"])
-        log(f"[model] {m['name']}: loaded {cfg['weights']}")
+def _build(model: ModelConfig, num_classes: int):
+    return build_model(model.name, int(model.num_classes or num_classes), **model.kwargs)
+
+
+def build_float(cfg: RunConfig, num_classes: int):
+    model = _build(cfg.model, num_classes)
+    if cfg.weights:
+        load_pretrained(model, cfg.weights)
+        log(f"[model] {cfg.model.name}: loaded {cfg.weights}")
     return model
 
 
-def needs_qat_layers(cfg: dict) -> bool:
-    return cfg.get("quant") is not None or cfg.get("prune") is not None
+def needs_qat_layers(cfg: RunConfig) -> bool:
+    return cfg.needs_qat_layers()
 
 
-def _pruner(cfg: dict, model):
-    p = dict(cfg["prune"])
-    p.setdefault("epochs", int(cfg["train"].get("epochs", 1)))
-    return Pruner(model, **p)
-
-
-def run_dir_of(cfg: dict) -> str:
-    if cfg.get("run_dir"):
-        return cfg["run_dir"]
-    name = cfg.get("name") or f"{cfg['model']['name']}-{time.strftime('%Y%m%d-%H%M%S')}"
-    return os.path.join("runs", name)
+def run_dir_of(cfg: RunConfig) -> str:
+    if cfg.run_dir:
+        return cfg.run_dir
+    return os.path.join("runs", cfg.name or f"{cfg.model.name}-{time.strftime('%Y%m%d-%H%M%S')}")
 
 
 # What a training run writes into its run directory (``--overwrite`` removes exactly these).
@@ -77,15 +73,17 @@ RUN_FILES = ("last.pt", "best.pt", "final.pt", "deploy.pt", "metrics.jsonl", "me
              "table.md", "config.yaml")
 
 
-def train(cfg: dict, *, resume: bool = False, overwrite: bool = False, progress: bool = True) -> dict:
+def train(cfg: RunConfig | dict, *, resume: bool = False, overwrite: bool = False, progress: bool = True) -> dict:
     """Train (or compress: quantize / prune + fine-tune) as the config says; returns the summary that is
     also written to <run_dir>/summary.json. Writes final.pt (QAT state + config) and, with convert: true,
     deploy.pt. The run directory is locked for the run; one that already holds a run is continued with
     ``resume``, started over with ``overwrite`` (its run files removed), and refused otherwise."""
+    cfg = as_run_config(cfg)
     run_dir = run_dir_of(cfg)
+    cfg = cfg.replace(run_dir=run_dir)
     rank, _ = ddp.world()
     if rank != 0:
-        return _train(config_mod.merge(cfg, {"run_dir": run_dir}), run_dir, resume, progress)
+        return _train(cfg, run_dir, resume, progress)
     with run_dir_lock(run_dir):
         remove_orphan_temps(run_dir)
         started = [f for f in ("last.pt", "final.pt") if os.path.exists(os.path.join(run_dir, f))]
@@ -96,32 +94,32 @@ def train(cfg: dict, *, resume: bool = False, overwrite: bool = False, progress:
         elif started and not resume:
             raise ValueError(f"run directory {run_dir} already holds a run ({', '.join(started)}); pass --resume "
                              "to continue it, --overwrite to start it over, or choose another --run-dir")
-        return _train(config_mod.merge(cfg, {"run_dir": run_dir}), run_dir, resume, progress)
+        return _train(cfg, run_dir, resume, progress)
 
 
-def _train(cfg: dict, run_dir: str, resume: bool, progress: bool) -> dict:
+def _train(cfg: RunConfig, run_dir: str, resume: bool, progress: bool) -> dict:
     data = build_data(cfg)
-    num_classes = int(cfg["model"].get("num_classes") or data.num_classes)
-    cfg = config_mod.merge(cfg, {"model": {"num_classes": num_classes}})
-    torch.manual_seed(int(cfg["train"].get("seed", 0)))  # the initial weights too, not only the training order
-    model = build_float(config_mod.merge(cfg, {"weights": None}), num_classes)
+    num_classes = int(cfg.model.num_classes or data.num_classes)
+    cfg = cfg.replace(model=cfg.model.replace(num_classes=num_classes))
+    torch.manual_seed(cfg.train.seed)  # the initial weights too, not only the training order
+    model = build_float(cfg.replace(weights=None), num_classes)
     fp_cost = model_cost(model, data.input_size)  # the dense full-precision architecture: the reference
-    if needs_qat_layers(cfg):
-        quantize_model(model, cfg.get("quant"))
-    if cfg.get("weights"):  # after quantize_model: a QAT checkpoint brings its masks along
-        load_pretrained(model, cfg["weights"])
-        log(f"[model] {cfg['model']['name']}: loaded {cfg['weights']}")
-    pruner = _pruner(cfg, model) if cfg.get("prune") else None
+    if cfg.needs_qat_layers():
+        quantize_model(model, cfg.quant)
+    if cfg.weights:  # after quantize_model: a QAT checkpoint brings its masks along
+        load_pretrained(model, cfg.weights)
+        log(f"[model] {cfg.model.name}: loaded {cfg.weights}")
+    pruner = Pruner(model, **cfg.prune.pruner_kwargs(cfg.train.epochs)) if cfg.prune is not None else None
     rank, _ = ddp.world()
     # The trainer reads last.pt when resuming: a bad checkpoint fails here, before anything is written.
-    trainer = Trainer(model, data, cfg["train"], run_dir, pruner=pruner, progress=progress, resume=resume,
-                      record=cfg)
+    trainer = Trainer(model, data, cfg.train, run_dir, pruner=pruner, progress=progress, resume=resume,
+                      record=cfg.to_dict())
     if rank == 0:
-        write_text_atomic(os.path.join(run_dir, "config.yaml"), config_mod.dump(cfg))
+        config_mod.save(cfg, run_dir)
     result = trainer.fit()
     model = trainer.model
     summary = {"run_dir": run_dir, "best_val_top1": result["best_top1"], "epochs": result["epochs"]}
-    if cfg.get("remove_pruned"):
+    if cfg.remove_pruned:
         summary["removed"] = {k: list(v) for k, v in remove_pruned_filters(model).items()}
     test = evaluate(model, data.test, device=trainer.device, progress=progress, desc="test")
     summary["test"] = test
@@ -132,9 +130,8 @@ def _train(cfg: dict, run_dir: str, resume: bool, progress: bool) -> dict:
     summary["cost"] = cost.summary()
     summary["fp_cost"] = fp_cost.summary()
     summary["table"] = compression_table({"full precision": fp_cost, "this run": cost})
-    save_atomic({"model": model.state_dict(), "config": json.loads(json.dumps(cfg, default=str))},
-                os.path.join(run_dir, "final.pt"))
-    if cfg.get("convert"):
+    save_atomic({"model": model.state_dict(), "config": cfg.to_dict()}, os.path.join(run_dir, "final.pt"))
+    if cfg.convert:
         summary["convert"] = convert_model(model.cpu(), data, recipe_of(cfg, num_classes),
                                            os.path.join(run_dir, "deploy.pt"))
     write_text_atomic(os.path.join(run_dir, "summary.json"), json.dumps(summary, indent=2))
@@ -143,15 +140,14 @@ def _train(cfg: dict, run_dir: str, resume: bool, progress: bool) -> dict:
     return summary
 
 
-def stage(cfg: dict, name: str, overrides: dict, run_dir: str, progress: bool = True) -> tuple[str, dict]:
-    """One training step of a multi-step recipe (cascade, SPQ/PPQ): trains in <run_dir>/<name> with
-    ``overrides`` on top of ``cfg`` (no quantization, pruning, conversion unless overridden; the recipe's own
-    sections dropped), or reuses its final.pt when it exists. Returns (final.pt path, the step's config)."""
+def stage(cfg: RunConfig, name: str, run_dir: str, progress: bool = True, **changes) -> tuple[str, RunConfig]:
+    """One training step of a multi-step recipe (cascade, SPQ/PPQ): trains in <run_dir>/<name> with ``changes``
+    (RunConfig fields) to ``cfg`` (no quantization, pruning, conversion unless changed; the recipe's own sections
+    back to their defaults), or reuses its final.pt when it exists. Returns (final.pt path, the step's config)."""
     final = os.path.join(run_dir, name, "final.pt")
-    step = config_mod.merge({k: v for k, v in cfg.items() if k not in ("cascade", "compress")},
-                            {"run_dir": os.path.join(run_dir, name), "prune": None, "quant": None,
-                             "convert": False, "remove_pruned": False})
-    step.update(overrides)
+    step = cfg.replace(**{"run_dir": os.path.join(run_dir, name), "prune": None, "quant": None, "convert": False,
+                          "remove_pruned": False, "cascade": CascadeConfig(), "compress": CompressConfig(),
+                          **changes})
     if os.path.exists(final):
         log(f"[{name}] reusing {final}")
     else:
@@ -181,43 +177,41 @@ def convert_model(model, data, recipe: dict, out: str, batches: int = 4, batch_s
     return {"path": out, "layers": report, "kernels": kernels, "check": check}
 
 
-def load_any(path: str, cfg: dict, num_classes: int):
+def load_any(path: str, cfg: RunConfig, num_classes: int):
     """A model from any weights file: a deploy file, a trainer checkpoint / final.pt (rebuilt from the config
     stored in it), or a bare full-precision state dict (built from cfg.model). Returns (model, kind)."""
     obj = load(path)
     if isinstance(obj, dict) and obj.get("format") == DEPLOY_FORMAT:
         return load_deploy(path), "deploy"
     if isinstance(obj, dict) and isinstance(obj.get("model"), dict) and isinstance(obj.get("config"), dict):
-        saved = config_mod.merge(config_mod.DEFAULTS, obj["config"])
-        m = saved["model"]
-        model = build_model(m["name"], int(m.get("num_classes") or num_classes), **(m.get("kwargs") or {}))
-        if needs_qat_layers(saved):
-            quantize_model(model, saved.get("quant"))
+        saved = config_mod.build(obj["config"], f"{path}: the config stored in it")
+        model = _build(saved.model, num_classes)
+        if saved.needs_qat_layers():
+            quantize_model(model, saved.quant)
         _fit_shapes(model, obj["model"])
         load_state_into(model, obj["model"], path)
         return model, "checkpoint"
-    m = cfg["model"]
-    model = build_model(m["name"], int(m.get("num_classes") or num_classes), **(m.get("kwargs") or {}))
+    model = _build(cfg.model, num_classes)
     load_state_into(model, read_state_dict(path), path)
     return model, "state_dict"
 
 
-def evaluate_weights(cfg: dict, weights: str, split: str = "test", progress: bool = True) -> dict:
+def evaluate_weights(cfg: RunConfig, weights: str, split: str = "test", progress: bool = True) -> dict:
     data = build_data(cfg, augment=False)
     model, kind = load_any(weights, cfg, data.num_classes)
     device = ddp.default_device() if kind != "deploy" else torch.device("cpu")
     model = model.to(device).eval()
-    log(f"[eval] {weights} ({kind}) on {cfg['data']['spec']} / {split}")
+    log(f"[eval] {weights} ({kind}) on {cfg.data.spec} / {split}")
     res = evaluate(model, data.split(split), device=device, progress=progress, desc=split)
     cost = model_cost(model, data.input_size)
     out = {"top1": res["top1"], "top5": res["top5"], "n": res["n"], "loss": res["loss"], "macs": cost.macs,
            "params": cost.params, "eff_macs": cost.eff_macs, "nonzero_params": cost.nonzero_params,
-           "bops": cost.bops, "size_bits": cost.size_bits, "split": split, "data": cfg["data"]["spec"],
-           "model": cfg["model"]["name"] if kind == "state_dict" else None, "weights": weights, "kind": kind}
+           "bops": cost.bops, "size_bits": cost.size_bits, "split": split, "data": cfg.data.spec,
+           "model": cfg.model.name if kind == "state_dict" else None, "weights": weights, "kind": kind}
     return out
 
 
-def convert_checkpoint(cfg: dict, checkpoint: str, out: str, batches: int = 4) -> dict:
+def convert_checkpoint(cfg: RunConfig, checkpoint: str, out: str, batches: int = 4) -> dict:
     if os.path.abspath(out) == os.path.abspath(checkpoint):
         raise ValueError(f"convert: 'out' must differ from 'checkpoint' (both {out}): it would replace the "
                          "checkpoint with the deploy file")
@@ -225,9 +219,9 @@ def convert_checkpoint(cfg: dict, checkpoint: str, out: str, batches: int = 4) -
     if not (isinstance(obj, dict) and isinstance(obj.get("config"), dict)):
         raise BadFileError(f"{checkpoint}: expected a trainer checkpoint (best.pt / last.pt / final.pt) holding "
                          "its config")
-    saved = config_mod.merge(config_mod.DEFAULTS, obj["config"])
-    if cfg["data"].get("spec") and cfg["data"] != config_mod.DEFAULTS["data"]:
-        saved["data"] = cfg["data"]
+    saved = config_mod.build(obj["config"], f"{checkpoint}: the config stored in it")
+    if cfg.data != DataConfig():  # a dataset named for the check replaces the checkpoint's
+        saved = saved.replace(data=cfg.data)
     data = build_data(saved, augment=False)
     model, _ = load_any(checkpoint, saved, data.num_classes)
     return convert_model(model.eval(), data, recipe_of(saved, data.num_classes), out, batches=batches)

@@ -272,7 +272,7 @@ def write(out_dir: str, env: dict, rows: list[dict], name: str | None = None) ->
     return base + ".json"
 
 
-def merge(out_dir: str, parts: list[str]) -> str:
+def combine_parts(out_dir: str, parts: list[str]) -> str:
     """Merge per-family result files into one <device>.json / .md."""
     env, rows = None, []
     for p in parts:

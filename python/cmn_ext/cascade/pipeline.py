@@ -15,6 +15,7 @@ import time
 import torch
 
 from .. import config as config_mod
+from ..config import RunConfig, as_run_config
 from .. import runner
 from ..bench.throughput import images_per_second
 from ..files import remove_orphan_temps, run_dir_lock, write_text_atomic
@@ -26,67 +27,74 @@ from .cost import avg_bits, bit_macs, paper_G, real_bops, real_G
 from .search import Algorithm1
 
 DEFAULT_CONFIG = os.path.join(os.path.dirname(__file__), "default.yaml")
-DEFAULT_SEARCH = {"recall": [5, 95, 5], "prune": [5, 90, 5], "span": 2, "tolerance": 0.0,
-                  "methods": ["magnitude"], "finetune": {"epochs": 1}}
 
 
 def _log(msg):
     print(msg, file=sys.stderr, flush=True)
 
 
-def _stage(cfg: dict, name: str, overrides: dict, run_dir: str, progress: bool):
+def _stage(cfg: RunConfig, name: str, run_dir: str, progress: bool, **changes):
     """Train one stage (or reuse it) and return the model loaded from its final.pt, and that path."""
-    final, step = runner.stage(cfg, name, overrides, run_dir, progress)
+    final, step = runner.stage(cfg, name, run_dir, progress, **changes)
     model, _ = runner.load_any(final, step, 0)
     return model.eval(), final
 
 
-def run(cfg: dict, progress: bool = True) -> dict:
-    """Holds the run directory's lock for the whole recipe (a second process on it is refused)."""
+def run(cfg: RunConfig | dict, progress: bool = True) -> dict:
+    """The CMN recipe for ``cfg`` (its ``cascade`` section; see cmn_ext.config.CascadeConfig). Holds the run
+    directory's lock for the whole recipe (a second process on it is refused). Returns the report."""
+    cfg = as_run_config(cfg)
     run_dir = runner.run_dir_of(cfg)
     with run_dir_lock(run_dir):
         remove_orphan_temps(run_dir)
-        return _run({**cfg, "run_dir": run_dir}, progress=progress)
+        return _run(cfg.replace(run_dir=run_dir), progress=progress)
 
 
-def _run(cfg: dict, progress: bool = True) -> dict:
-    cc = config_mod.merge({"fp": {}, "lo": {}, "hi": {}, "search": DEFAULT_SEARCH, "deploy": True,
-                           "batch_size": 256, "deploy_device": "auto"}, cfg.get("cascade") or {})
-    run_dir = runner.run_dir_of(cfg)
-    write_text_atomic(os.path.join(run_dir, "config.yaml"), config_mod.dump(cfg))
+def _run(cfg: RunConfig, progress: bool = True) -> dict:
+    cc = cfg.cascade
+    run_dir = cfg.run_dir
+    config_mod.save(cfg, run_dir)
     from ..train import distributed as ddp
 
     device = ddp.default_device()  # QAT models and the search; deploy layers run where their kernels exist (CPU)
-    data = runner.build_data(cfg, augment=False)
+    # augmented training batches for every stage and Algorithm 1's fine-tunes; thresholds and accuracies are
+    # measured on the un-augmented splits (train_plain, val, test)
+    data = runner.build_data(cfg, augment=True)
     if data.val is None:
         raise ValueError("cmn cascade: needs a validation split (data.val_fraction > 0) for the search")
 
     # 1. the full-precision net, then the 1-bit and 8-bit nets initialised from it (Table 2)
-    if cfg.get("weights"):
+    fp_epochs = cc.fp.train.get("epochs", cfg.train.epochs)
+    if cfg.weights and fp_epochs == 0:
         fp = runner.build_float(cfg, data.num_classes).eval()
-        fp_path = cfg["weights"]
-    else:
-        fp, fp_path = _stage(cfg, "fp", {"train": config_mod.merge(cfg["train"], cc["fp"].get("train") or {})},
-                             run_dir, progress)
-    lo, _ = _stage(cfg, "lo", {"weights": fp_path, "quant": cc["lo"].get("quant"),
-                               "train": config_mod.merge(cfg["train"], cc["lo"].get("train") or {})}, run_dir, progress)
-    hi, _ = _stage(cfg, "hi", {"weights": fp_path, "quant": cc["hi"].get("quant"),
-                               "train": config_mod.merge(cfg["train"], cc["hi"].get("train") or {})}, run_dir, progress)
+        fp_path, fp_source = cfg.weights, f"{os.path.basename(cfg.weights)} as loaded (not fine-tuned here)"
+    else:  # from scratch, or fine-tuned from the checkpoint on this run's data like the other two nets
+        fp, fp_path = _stage(cfg, "fp", run_dir, progress, weights=cfg.weights, train=cfg.train.replace(**cc.fp.train))
+        epochs = f"{fp_epochs} epoch{'s' if fp_epochs != 1 else ''}"
+        fp_source = f"{os.path.basename(cfg.weights)} fine-tuned {epochs}" if cfg.weights else f"trained {epochs}"
+    lo, _ = _stage(cfg, "lo", run_dir, progress, weights=fp_path, quant=cc.lo.quant,
+                   train=cfg.train.replace(**cc.lo.train))
+    hi, _ = _stage(cfg, "hi", run_dir, progress, weights=fp_path, quant=cc.hi.quant,
+                   train=cfg.train.replace(**cc.hi.train))
 
     fp, lo, hi = fp.to(device), lo.to(device), hi.to(device)
     size = data.input_size
     fp_cost, lo_cost, hi_cost = model_cost(fp, size), model_cost(lo, size), model_cost(hi, size)
-    eta = evaluate(fp, data.val, device=device)["top1"]
+    fp_val = evaluate(fp, data.val, device=device)["top1"]
+    hi_val = evaluate(hi, data.val, device=device)["top1"]
+    eta = fp_val if cc.search.eta == "fp" else min(fp_val, hi_val)
+    _log(f"[cmn] validation top-1: full precision {fp_val:.4f}, 8-bit {hi_val:.4f}; eta = {eta:.4f} "
+         f"({'full precision' if cc.search.eta == 'fp' else 'the lower of the two'})")
     test = {name: evaluate(m, data.test, device=device)["top1"] for name, m in (("fp", fp), ("lo", lo), ("hi", hi))}
     _log(f"[cmn] test accuracy: full precision {test['fp']:.4f}, 1-bit {test['lo']:.4f}, 8-bit {test['hi']:.4f}")
 
     # 2. Algorithm 1, once per pruning method (magnitude = the paper; fpgm = structured, real int8 speed)
-    sc = cc["search"]
+    sc = cc.search
     results = {}
-    for method in sc.get("methods", ["magnitude"]):
+    for method in sc.methods:
         search = Algorithm1(lo, copy.deepcopy(hi), data, eta, os.path.join(run_dir, f"search_{method}"),
-                            recall=sc["recall"], prune=sc["prune"], span=sc["span"], tolerance=sc["tolerance"],
-                            method=method, finetune=config_mod.merge(cfg["train"], sc.get("finetune") or {}),
+                            recall=sc.recall, prune=sc.prune, span=sc.span, tolerance=sc.tolerance,
+                            method=method, finetune=cfg.train.replace(**sc.finetune),
                             device=device, progress=progress, fp_cost=fp_cost)
         results[method] = search.run()
 
@@ -96,7 +104,7 @@ def _run(cfg: dict, progress: bool = True) -> dict:
         best, hi_p = res["best"], res["hi"].eval()
         hp_cost = model_cost(hi_p, size)
         qat = Cascade([lo, hi_p], [res["threshold"]])
-        ev = evaluate_cascade(qat, data.test, batch_size=cc["batch_size"], device=device)
+        ev = evaluate_cascade(qat, data.test, batch_size=cc.batch_size, device=device)
         tau = best["tau"] / 100
         g_paper, g_real = paper_G(tau, lo_cost, hp_cost), real_G(ev["exit_rate"], lo_cost, hp_cost)
         entry = {"method": method, "tau": tau, "threshold": res["threshold"], "prune_ratio": best["phi"] / 100,
@@ -106,12 +114,12 @@ def _run(cfg: dict, progress: bool = True) -> dict:
                  "G": g_paper, "G_real": g_real, "avg_bits": avg_bits(g_paper, fp_cost),
                  "avg_bits_real": avg_bits(g_real, fp_cost), "bops": real_bops(ev["exit_rate"], lo_cost, hp_cost),
                  "tau0": res["tau0"], "search": res["rows"], "initial": res["initial"], "val_eta": eta,
-                 "val_floor": eta - float(sc["tolerance"])}
-        if i == 0 and cc["deploy"]:
-            deploy_device = _deploy_device(cc["deploy_device"])
-            entry["deploy"] = _deploy(cfg, lo, hi_p, res["threshold"], data, run_dir, cc["batch_size"],
+                 "val_floor": eta - sc.tolerance}
+        if i == 0 and cc.deploy:
+            deploy_device = _deploy_device(cc.deploy_device)
+            entry["deploy"] = _deploy(cfg, lo, hi_p, res["threshold"], data, run_dir, cc.batch_size,
                                       deploy_device)
-            entry["fp_images_per_s"] = _float_images_per_second(fp, data.test, cc["batch_size"], deploy_device)
+            entry["fp_images_per_s"] = _float_images_per_second(fp, data.test, cc.batch_size, deploy_device)
             entry["fp_baseline"] = "fp16 channels_last" if deploy_device.type == "cuda" else "fp32 channels_last"
             fp.to(device)
         rows.append(entry)
@@ -119,11 +127,12 @@ def _run(cfg: dict, progress: bool = True) -> dict:
     report = {"fp_acc": test["fp"], "lo_acc": test["lo"], "hi_acc": test["hi"], **{k: summary[k] for k in (
         "cascade_acc", "tau", "threshold", "exit_rate", "prune_ratio", "avg_bits", "avg_bits_real", "bops", "G",
         "G_real", "hi_pruned_acc")}, "method": summary["method"], "val_eta": eta, "val_floor": summary["val_floor"],
+        "eta_source": cc.search.eta, "val_fp_acc": fp_val, "val_hi_acc": hi_val, "fp_source": fp_source,
         "costs": {"fp": fp_cost.summary(), "lo": lo_cost.summary(), "hi": hi_cost.summary()},
         "fp_avg_bits": avg_bits(bit_macs(fp_cost), fp_cost), "lo_avg_bits": avg_bits(bit_macs(lo_cost), fp_cost),
         "hi_avg_bits": avg_bits(bit_macs(hi_cost), fp_cost), "cascades": rows, "run_dir": run_dir,
         "device": str(device),
-        "deploy_device": str(_deploy_device(cc["deploy_device"])) if cc["deploy"] else None}
+        "deploy_device": str(_deploy_device(cc.deploy_device)) if cc.deploy else None}
     from .report import plots, search_table, table
 
     report["table"] = table(report)
@@ -164,9 +173,8 @@ def _deploy(cfg, lo, hi_p, threshold, data, run_dir, batch_size, device) -> dict
     lo_d, lo_rep = convert(lo)
     hi_d, hi_rep = convert(hi_p)
     for name, model in (("lo", lo_d), ("hi", hi_d)):
-        quant = cfg["cascade"][name].get("quant")
         save_deploy(model, os.path.join(run_dir, f"deploy_{name}.pt"),
-                    runner.recipe_of(config_mod.merge(cfg, {"quant": quant}), data.num_classes))
+                    runner.recipe_of(cfg, data.num_classes, quant=getattr(cfg.cascade, name).quant))
     dep = Cascade([lo_d.to(device), hi_d.to(device)], [threshold])
     # one pass over the test split: the deploy cascade's accuracy and exit rate, and its agreement with QAT
     loader = torch.utils.data.DataLoader(data.test, batch_size=batch_size, shuffle=False)

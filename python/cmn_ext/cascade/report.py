@@ -33,7 +33,7 @@ def table(r: dict) -> str:
                 "(confidence, compaction with its host synchronisation, scatter).")
     out += ("\nAvg bits: operations (MACs x weight bits, sparsity-aware) over the full-precision net's MACs; CMN's "
             "G counts a stage-2 row once, 'real' also charges it for stage 1. eta = "
-            f"{r['val_eta']:.4f} (full-precision validation top-1), search floor {r.get('val_floor', r['val_eta']):.4f}.")
+            f"{r['val_eta']:.4f} ({_eta_text(r)}), search floor {r.get('val_floor', r['val_eta']):.4f}.")
     return out
 
 
@@ -94,3 +94,10 @@ def search_table(r: dict) -> str:
                          f"{row['exit_rate']:.3f} | {row['G'] / 1e6:.2f} | {row['avg_bits']:.2f} | "
                          f"{'yes' if row['ok'] else 'no'} |")
     return "\n".join(lines)
+
+
+def _eta_text(r: dict) -> str:
+    if r.get("eta_source") == "min":
+        return (f"the lower of the full-precision ({r['val_fp_acc']:.4f}) and 8-bit ({r['val_hi_acc']:.4f}) "
+                "validation top-1")
+    return "full-precision validation top-1"

@@ -24,6 +24,7 @@ import math
 import os
 import sys
 
+from ..config import TrainConfig
 from ..metrics import model_cost
 from ..prune import Pruner
 from ..files import append_jsonl, load, read_jsonl, save_atomic
@@ -50,7 +51,8 @@ def _log(msg):
 
 class Algorithm1:
     def __init__(self, lo, hi, data, eta: float, run_dir: str, *, recall=(5, 95, 5), prune=(5, 90, 5),
-                 span: int = 2, tolerance: float = 0.0, method: str = "magnitude", finetune: dict | None = None,
+                 span: int = 2, tolerance: float = 0.0, method: str = "magnitude",
+                 finetune: TrainConfig | dict | None = None,
                  exclude=("first", "last"), device="cpu", progress=True, input_size=None, fp_cost=None):
         self.lo, self.hi, self.data = lo.eval(), hi, data
         if fp_cost is None:
@@ -60,7 +62,8 @@ class Algorithm1:
         self.run_dir, self.device, self.progress = run_dir, device, progress
         self.recall, self.prune = percent_grid(recall), percent_grid(prune)
         self.span, self.method, self.exclude = int(span), method, list(exclude)
-        self.finetune = dict(finetune or {"epochs": 1})
+        self.finetune = finetune if isinstance(finetune, TrainConfig) else TrainConfig.from_dict(
+            finetune or {"epochs": 1})
         self.input_size = input_size or data.input_size
         for p in self.lo.parameters():
             p.requires_grad_(False)  # the binary net is frozen during the search
@@ -99,7 +102,7 @@ class Algorithm1:
         h = hashlib.sha1()
         for t in (self.lo_val_pred, hi_pred, self.val_labels):
             h.update(t.detach().cpu().numpy().tobytes())
-        h.update(json.dumps([self.method, self.exclude, self.prune, self.finetune], sort_keys=True,
+        h.update(json.dumps([self.method, self.exclude, self.prune, self.finetune.to_dict()], sort_keys=True,
                             default=str).encode())
         return h.hexdigest()[:16]
 
@@ -109,8 +112,7 @@ class Algorithm1:
 
     def _finetune(self, hi, phi: float):
         pruner = Pruner(hi, self.method, phi, schedule="oneshot", exclude=self.exclude)
-        cfg = dict(self.finetune)
-        Trainer(hi, self.data, cfg, None, pruner=pruner, device=self.device, progress=self.progress).fit()
+        Trainer(hi, self.data, self.finetune, None, pruner=pruner, device=self.device, progress=self.progress).fit()
 
     def _pruned(self, phi: int):
         """The 8-bit net pruned (iteratively) to ``phi`` % and fine-tuned, with its validation predictions and

@@ -10,29 +10,8 @@ import random
 from dataclasses import dataclass, field
 from typing import Callable
 
+from ..config import EvolutionConfig  # the settings (defaults, checks) live with the other config sections
 from .space import Arch, SearchSpace
-
-
-@dataclass
-class EvolutionConfig:
-    population: int = 100
-    parents: int = 25
-    mutations: int = 50
-    crossovers: int = 50
-    mutate_prob: float = 0.1
-    generations: int = 500
-    max_tries: int = 200        # resamples for one candidate before giving up on the budget
-    seed: int = 0
-    quantized: bool = True
-
-    def __post_init__(self):
-        if not (0 < self.parents <= self.population):
-            raise ValueError(f"evolution: 'parents' expected 1..population ({self.population}), got {self.parents}")
-        if self.mutations < 0 or self.crossovers < 0 or self.generations < 0:
-            raise ValueError("evolution: 'mutations', 'crossovers' and 'generations' expected >= 0, got "
-                             f"{self.mutations}, {self.crossovers}, {self.generations}")
-        if not (0.0 <= self.mutate_prob <= 1.0):
-            raise ValueError(f"evolution: 'mutate_prob' expected a probability in [0, 1], got {self.mutate_prob}")
 
 
 @dataclass

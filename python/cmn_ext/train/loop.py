@@ -25,6 +25,7 @@ from tqdm import tqdm
 from . import distributed as ddp
 from .bn import recalibrate_bn
 from ..files import append_jsonl, expect_keys, load, load_state_into, save_atomic, write_text_atomic
+from ..config import TrainConfig
 from .schedules import make_optimizer, make_schedule
 
 
@@ -70,17 +71,16 @@ class Trainer:
     """Trains ``model`` on ``data.train``, validating on ``data.val`` (or ``data.test`` when there is no
     validation split) after every epoch. ``pruner`` (a ``cmn_ext.prune.Pruner``) gets its schedule hooks.
 
-    cfg keys: epochs, batch_size, optimizer (sgd|adam), lr, momentum, weight_decay, nesterov, schedule
-    (multistep|plateau|cosine|none) with milestones/gamma or factor/patience, amp, workers, seed, grad_clip,
-    bn_recalibrate (batches used to re-estimate BN statistics after a soft pruning schedule's last zeroing;
-    0 turns it off). ``record`` (default: cfg) is stored under "config" in the checkpoints.
+    ``cfg``: a ``cmn_ext.config.TrainConfig`` (or a mapping of its keys: epochs, batch_size, optimizer, lr,
+    schedule, ...; see that class for every key and default). ``record`` (default: cfg) is stored under
+    "config" in the checkpoints.
     """
 
-    def __init__(self, model: nn.Module, data, cfg: dict, run_dir: str | None = None, *, pruner=None,
+    def __init__(self, model: nn.Module, data, cfg: TrainConfig | dict, run_dir: str | None = None, *, pruner=None,
                  device=None, progress: bool = True, resume: bool = False, record: dict | None = None):
-        self.cfg = dict(cfg)
+        self.cfg = cfg if isinstance(cfg, TrainConfig) else TrainConfig.from_dict(cfg)  # checked: bad keys name themselves
         self.record = record  # saved in every checkpoint (the full experiment config, to rebuild the model)
-        self.epochs = int(self.cfg.get("epochs", 1))
+        self.epochs = self.cfg.epochs
         self.device = torch.device(device) if device is not None else ddp.default_device()
         self.distributed = ddp.setup(self.device)
         self.rank, self.world = ddp.world()
@@ -88,7 +88,7 @@ class Trainer:
         self.run_dir = run_dir
         self.progress = progress and self.is_main
         self.data, self.pruner = data, pruner
-        torch.manual_seed(int(self.cfg.get("seed", 0)))
+        torch.manual_seed(self.cfg.seed)
         self.model = model.to(self.device)
         self.net = (nn.parallel.DistributedDataParallel(self.model) if self.distributed else self.model)
         self.optimizer = make_optimizer(self.model.parameters(), self.cfg)
@@ -110,7 +110,7 @@ class Trainer:
             "best": self.best,
             "history": self.history,
             "rng": torch.get_rng_state(),
-            "config": json.loads(json.dumps(self.record if self.record is not None else self.cfg, default=str)),
+            "config": json.loads(json.dumps(self.record if self.record is not None else self.cfg.to_dict(), default=str)),
         }
 
     def _resume(self) -> None:
@@ -167,8 +167,8 @@ class Trainer:
     def _loader(self, epoch: int):
         from ..data import make_loader
 
-        loader = make_loader(self.data.train, int(self.cfg.get("batch_size", 128)), train=True,
-                             workers=int(self.cfg.get("workers", 0)), seed=int(self.cfg.get("seed", 0)) + epoch,
+        loader = make_loader(self.data.train, self.cfg.batch_size, train=True,
+                             workers=self.cfg.workers, seed=self.cfg.seed + epoch,
                              distributed=self.distributed)
         if self.distributed:
             loader.sampler.set_epoch(epoch)
@@ -176,8 +176,8 @@ class Trainer:
 
     def train_epoch(self, epoch: int) -> dict:
         self.net.train()
-        amp = bool(self.cfg.get("amp", True))
-        clip = self.cfg.get("grad_clip")
+        amp = self.cfg.amp
+        clip = self.cfg.grad_clip
         loss_sum = correct = n = 0.0
         loader = self._loader(epoch)
         bar = tqdm(loader, desc=f"epoch {epoch + 1}/{self.epochs}", disable=not self.progress, file=sys.stderr,
@@ -215,8 +215,8 @@ class Trainer:
             if self.pruner is not None:
                 self.pruner.on_epoch_end(epoch)
                 self._recalibrate_after_zeroing(epoch)
-            ev = evaluate(self.model, self.eval_set, batch_size=int(self.cfg.get("eval_batch_size", 256)),
-                          device=self.device, amp=bool(self.cfg.get("amp", True)), progress=self.progress)
+            ev = evaluate(self.model, self.eval_set, batch_size=self.cfg.eval_batch_size,
+                          device=self.device, amp=self.cfg.amp, progress=self.progress)
             row.update({f"{self.eval_split}_{k}": v for k, v in ev.items() if k != "n"})
             if self.pruner is not None:
                 from ..prune import pruned_fraction
@@ -241,8 +241,8 @@ class Trainer:
         if self.pruner is not None:
             self.pruner.finalize()
             if self._recalibrate_after_zeroing(self.epochs):
-                ev = evaluate(self.model, self.eval_set, batch_size=int(self.cfg.get("eval_batch_size", 256)),
-                              device=self.device, amp=bool(self.cfg.get("amp", True)))
+                ev = evaluate(self.model, self.eval_set, batch_size=self.cfg.eval_batch_size,
+                              device=self.device, amp=self.cfg.amp)
                 out["final_top1"] = ev["top1"]
                 if self.is_main:
                     print(f"[train] final model, BN recalibrated: {self.eval_split} top1 {ev['top1']:.4f}",
@@ -253,7 +253,7 @@ class Trainer:
         """A soft pruning schedule zeroes filters at every epoch end (and its finalize zeroes their BN scale and
         shift), after the BN running statistics were collected: re-estimate them, so that validation and the
         final model see the network as it now is. Training itself uses batch statistics and is unaffected."""
-        batches = int(self.cfg.get("bn_recalibrate", 100))
+        batches = self.cfg.bn_recalibrate
         if self.pruner.schedule != "soft" or batches <= 0:
             return False
         recalibrate_bn(self.model, self._loader(epoch), batches, self.device)

@@ -33,30 +33,32 @@ class PlateauDecay:
         self.best, self.bad = float(state["best"]), int(state["bad"])
 
 
-def make_optimizer(params, cfg: dict):
-    name = cfg.get("optimizer", "sgd")
-    lr, wd = float(cfg.get("lr", 0.1)), float(cfg.get("weight_decay", 5e-4))
-    if name == "sgd":
-        return torch.optim.SGD(params, lr=lr, momentum=float(cfg.get("momentum", 0.9)), weight_decay=wd,
-                               nesterov=bool(cfg.get("nesterov", False)))
-    if name == "adam":
-        return torch.optim.Adam(params, lr=lr, weight_decay=wd)
-    raise ValueError(f"train: 'optimizer' expected \"sgd\" or \"adam\", got {name!r}")
+def _typed(cfg):
+    from ..config import TrainConfig
+
+    return cfg if isinstance(cfg, TrainConfig) else TrainConfig.from_dict(cfg)
 
 
-def make_schedule(optimizer, cfg: dict, epochs: int):
-    """``cfg["schedule"]``: "multistep" (``milestones``, ``gamma`` 0.1), "plateau" (``factor`` 0.9,
-    ``patience`` 3), "cosine", or "none". Returns (scheduler or None, whether step() takes the metric)."""
-    kind = cfg.get("schedule", "multistep")
-    if kind == "multistep":
+def make_optimizer(params, cfg):
+    """SGD (momentum, nesterov) or Adam from a ``TrainConfig`` (or a mapping of its keys)."""
+    cfg = _typed(cfg)
+    if cfg.optimizer == "sgd":
+        return torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay,
+                               nesterov=cfg.nesterov)
+    return torch.optim.Adam(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+
+
+def make_schedule(optimizer, cfg, epochs: int):
+    """``cfg.schedule``: "multistep" (``milestones``, ``gamma``), "plateau" (``factor``, ``patience``), "cosine",
+    or "none". Returns (scheduler or None, whether step() takes the metric)."""
+    cfg = _typed(cfg)
+    if cfg.schedule == "multistep":
         # Default: at 1/2 and 3/4 of the run; a short run keeps the distinct ones after epoch 0 (never lr/100
         # from the start).
-        milestones = cfg.get("milestones") or sorted({m for m in (int(epochs * 0.5), int(epochs * 0.75)) if m > 0})
-        return torch.optim.lr_scheduler.MultiStepLR(optimizer, list(milestones), float(cfg.get("gamma", 0.1))), False
-    if kind == "plateau":
-        return PlateauDecay(optimizer, float(cfg.get("factor", 0.9)), int(cfg.get("patience", 3))), True
-    if kind == "cosine":
+        milestones = cfg.milestones or sorted({m for m in (int(epochs * 0.5), int(epochs * 0.75)) if m > 0})
+        return torch.optim.lr_scheduler.MultiStepLR(optimizer, list(milestones), cfg.gamma), False
+    if cfg.schedule == "plateau":
+        return PlateauDecay(optimizer, cfg.factor, cfg.patience), True
+    if cfg.schedule == "cosine":
         return torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, max(1, epochs)), False
-    if kind == "none":
-        return None, False
-    raise ValueError(f"train: 'schedule' expected multistep, plateau, cosine or none, got {kind!r}")
+    return None, False  # "none" (TrainConfig admits no other value)

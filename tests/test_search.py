@@ -17,7 +17,7 @@ def test_encoding_round_trip(quantized):
     for _ in range(50):
         arch = SPACE.sample(rng, quantized)
         vec = SPACE.encode(arch)
-        assert len(vec) == SPACE.encoding_size() == 480 and set(vec) <= {0.0, 1.0}
+        assert len(vec) == SPACE.encoding_size() == 828 and set(vec) <= {0.0, 1.0}
         back = SPACE.decode(vec)
         assert back.key(SPACE) == arch.key(SPACE) and back.depths == arch.depths and back.quantized == quantized
         assert SPACE.encode(Arch.from_dict(arch.to_dict())) == vec
@@ -27,11 +27,15 @@ def test_encoding_layout():
     arch = SPACE.largest(bits=8)
     arch.depths[0] = 2  # blocks 2 and 3 of stage 0 are skipped: all-zero slots
     vec = SPACE.encode(arch)
-    per_block = 3 + 3 + LAYERS_PER_BLOCK * 2 * 3
-    assert sum(vec[2 * per_block:4 * per_block]) == 0
-    assert vec[:per_block] == [0, 0, 1, 0, 0, 1] + [0, 0, 1] * (2 * LAYERS_PER_BLOCK)  # k7, e6, 8-bit everywhere
+    # per block: kernel one-hot, the block's own width choices, then w/a bits of its three layers
+    sizes = [3 + len(SPACE.expand_choices(i)) + LAYERS_PER_BLOCK * 2 * 3 for i in range(SPACE.num_blocks)]
+    start = [sum(sizes[:i]) for i in range(SPACE.num_blocks + 1)]
+    assert sizes[0] == 3 + 5 + 18  # block 0: 16 input channels, hidden 64, 72, 80, 88, 96 (APQ: 4B-6B, step 8)
+    assert sum(vec[start[2]:start[4]]) == 0
+    assert vec[:sizes[0]] == [0, 0, 1] + [0, 0, 0, 0, 1] + [0, 0, 1] * (2 * LAYERS_PER_BLOCK)  # k7, 96, 8-bit
     fp = SPACE.encode(SPACE.largest())
-    assert all(v == 0 for b in range(SPACE.num_blocks) for v in fp[b * per_block + 6:(b + 1) * per_block])
+    assert all(v == 0 for b in range(SPACE.num_blocks)
+               for v in fp[start[b] + 3 + len(SPACE.expand_choices(b)):start[b + 1]])
 
 
 def test_bad_arch_is_refused():
@@ -39,10 +43,36 @@ def test_bad_arch_is_refused():
     arch.kernels[3] = 4
     with pytest.raises(ValueError, match="kernels"):
         SPACE.encode(arch)
-    with pytest.raises(ValueError, match="'vec' expected 480 values, got 3"):
+    with pytest.raises(ValueError, match=f"'vec' expected {SPACE.encoding_size()} values, got 3"):
         SPACE.decode([0, 1, 0])
     with pytest.raises(ValueError, match="'bits' expected a non-empty tuple"):
         SearchSpace(bits=())
+
+
+def test_width_choices_are_apqs_fine_grained_channels():
+    """APQ section 3.1: hidden channels from 4B to 6B in steps of 8 (B: the block's input channels); the choices
+    depend on the block. With channel_step 0 the listed ratios are the choices (OFA's {3, 4, 6})."""
+    from cmn_ext.search.space import hidden_channels
+
+    for i, (_s, _j, cin, _cout, _stride) in enumerate(SPACE.block_slots()):
+        hidden = [SPACE.hidden(i, e) for e in SPACE.expand_choices(i)]
+        assert hidden == list(range(4 * cin, 6 * cin + 1, 8)), (i, cin)
+        assert all(hidden_channels(cin, e) == h for e, h in zip(SPACE.expand_choices(i), hidden))
+    assert SPACE.expand_choices(4) == (4, 13 / 3, 14 / 3, 5, 16 / 3, 17 / 3, 6)  # B = 24: 96, 104, ..., 144
+    ratios = SearchSpace(expands=(3, 4, 6), channel_step=0)
+    assert all(ratios.expand_choices(i) == (3, 4, 6) for i in range(ratios.num_blocks))
+    with pytest.raises(ValueError, match="'channel_step' expected an int >= 0"):
+        SearchSpace(channel_step=-8)
+    # a fractional width survives JSON and is refused where the block does not have it
+    import json
+
+    arch = SPACE.sample(random.Random(3))
+    arch.expands[4] = 13 / 3
+    back = Arch.from_dict(json.loads(json.dumps(arch.to_dict())))
+    assert SPACE.encode(back) == SPACE.encode(arch)
+    back.expands[0] = 13 / 3  # block 0 (B = 16) has 4, 4.5, ..., 6
+    with pytest.raises(ValueError, match="expands"):
+        SPACE.check(back)
 
 
 def test_mutation_and_crossover():
@@ -185,6 +215,66 @@ def test_progressive_shrinking_phases():
         phase_sampler(TINY, "width", rng)
 
 
+def test_distillation_term_comes_from_a_frozen_teacher():
+    """Progressive shrinking distills from the largest network (APQ 3.1, OFA): the loss with kd weight > 0 is the
+    label cross-entropy plus the weighted soft-label term; the teacher takes no gradient."""
+    from cmn_ext.search.supernet import distill_loss, make_teacher, shrink_step_loss
+
+    net = _tiny_net()
+    teacher = make_teacher(net)
+    assert not any(p.requires_grad for p in teacher.parameters())
+    assert teacher.active.to_dict() == TINY.largest().to_dict()
+    small = TINY.sample(random.Random(1), quantized=False)
+    small.depths = [1, 1]
+    net.set_active(small)
+    net.train()
+    x, y = torch.randn(8, 3, 12, 12), torch.randint(0, 10, (8,))
+    torch.manual_seed(0)
+    plain, kd0 = shrink_step_loss(net, x, y, teacher, kd_weight=0.0)
+    torch.manual_seed(0)
+    ce = torch.nn.functional.cross_entropy(net(x), y)
+    assert kd0 is None and torch.allclose(plain, ce)
+    torch.manual_seed(0)
+    loss, kd = shrink_step_loss(net, x, y, teacher, kd_weight=0.5)
+    assert kd is not None and float(kd.detach()) > 0 and not torch.allclose(loss, plain)
+    torch.testing.assert_close(loss, plain + 0.5 * kd)
+    net.zero_grad()
+    loss.backward()
+    assert all(p.grad is None for p in teacher.parameters())
+    assert net.blocks[0].expand.weight.grad is not None
+    # the soft-label term: zero gradient where the student already matches the teacher; T^2-scaled
+    z = torch.randn(4, 10)
+    assert float(distill_loss(z, z)) == pytest.approx(float(-(z.softmax(1) * z.log_softmax(1)).sum(1).mean()))
+    assert float(distill_loss(z, z, 2.0)) == pytest.approx(4 * float(distill_loss(z / 2, z / 2)), rel=1e-5)
+
+
+def test_train_supernet_distills_in_the_shrinking_phases(monkeypatch):
+    from cmn_ext.search import supernet as sn
+
+    made = []
+    real = sn.make_teacher
+
+    def spy(net):
+        t = real(net)
+        made.append((t, {k: v.clone() for k, v in t.named_parameters()}))
+        return t
+    monkeypatch.setattr(sn, "make_teacher", spy)
+    torch.manual_seed(0)
+    data = [(torch.randn(4, 3, 12, 12), torch.randint(0, 10, (4,))) for _ in range(2)]
+    net = sn.ElasticMobileNetV2(TINY, 10, last_channels=32)
+    records = sn.train_supernet(net, data, epochs={"largest": 1, "kernel": 1, "expand": 1}, kd_weight=1.0,
+                                progress=False)
+    assert len(made) == 1  # one teacher, made after the largest phase
+    teacher, before = made[0]
+    assert all(torch.equal(p, before[k]) for k, p in teacher.named_parameters())  # frozen: never updated
+    assert [r["phase"] for r in records] == ["largest", "kernel", "expand"]
+    assert records[0]["kd"] is None and records[1]["kd"] > 0 and records[2]["kd"] > 0
+    made.clear()
+    records = sn.train_supernet(sn.ElasticMobileNetV2(TINY, 10, last_channels=32), data,
+                                epochs={"largest": 1, "kernel": 1}, kd_weight=0.0, progress=False)
+    assert made == [] and records[1]["kd"] is None
+
+
 def test_quantized_subnet_has_the_policy():
     from cmn_ext.nn.qat import qlayers
     from cmn_ext.search.pairs import quantize_subnet
@@ -218,27 +308,93 @@ def test_pairs_are_resumable_and_sharded(tmp_path, monkeypatch):
         pairs.collect(net, str(tmp_path), "fp", 1, None, None, shard=(2, 2))
 
 
-def test_cost_table_sums_measured_layers(tmp_path):
-    from cmn_ext.search.cost import CostTable, kernel_for, layer_key, measure_layer
+def _frame():
+    """The fixed part of the tiny networks (_tiny_net): 3 input channels, a 32-channel head, 10 classes."""
+    from cmn_ext.search.space import Frame
 
-    fake = lambda layer: (layer[6] * 1e-6 + layer[7] * 1e-3, "fake")  # noqa: E731  deterministic "measurement"
+    return Frame(in_channels=3, last_channels=32, num_classes=10)
+
+
+def test_cost_table_sums_measured_layers(tmp_path):
+    from cmn_ext.search.cost import CostTable, deployed_key
+
+    fake = lambda layer: (layer[6] * 1e-6 + layer[1] * 1e-3, "fake")  # noqa: E731  deterministic "measurement"
     table = CostTable(str(tmp_path / "t.json"), "cpu", measure=fake)
     arch = TINY.sample(random.Random(5))
-    layers = TINY.layer_costs(arch, 12)
-    assert table.latency_ms(TINY, arch, 12) == pytest.approx(sum(fake(l)[0] for l in layers))
-    assert table.measured == len({layer_key(l) for l in layers})
-    table.latency_ms(TINY, arch, 12)
-    assert table.measured == len({layer_key(l) for l in layers})  # looked up, not measured again
+    layers = TINY.deploy_layers(arch, 12, 1, _frame())
+    assert table.latency_ms(TINY, arch, 12, 1, _frame()) == pytest.approx(sum(fake(l)[0] for l in layers))
+    assert table.measured == len({deployed_key(l) for l in layers})
+    table.latency_ms(TINY, arch, 12, 1, _frame())
+    assert table.measured == len({deployed_key(l) for l in layers})  # looked up, not measured again
     table.save()
     again = CostTable(str(tmp_path / "t.json"), "cpu", measure=lambda layer: pytest.fail("measured again"))
-    assert again.latency_ms(TINY, arch, 12) == pytest.approx(table.latency_ms(TINY, arch, 12))
-    # the real measurement: our kernels for dense 1x1 layers (which one depends on the bits), PyTorch's conv for
-    # depthwise ones
-    dense = next(l for l in layers if l[0] == "expand")
-    dw = next(l for l in layers if l[0] == "depthwise")
-    (ms1, k1), (ms2, k2) = measure_layer(dense, reps=2), measure_layer(dw, reps=2)
-    want = {"apot": "cmn.apot_conv2d", "int8": "cmn.int8_conv2d"}[kernel_for(dense)]
-    assert ms1 > 0 and ms2 > 0 and k1 == want and k2.startswith("torch conv2d")
+    total = table.latency_ms(TINY, arch, 12, 1, _frame())
+    assert again.latency_ms(TINY, arch, 12, 1, _frame()) == pytest.approx(total)
+    parts = again.breakdown(TINY, arch, 12, 1, _frame())
+    assert parts["total"] == pytest.approx(total) and parts["layers"] == len(layers)
+    with pytest.warns(UserWarning, match="measured again"):  # a table of another mode is not reused
+        CostTable(str(tmp_path / "t.json"), "cpu", measure=fake, mode="kernels")
+
+
+def test_latency_table_counts_every_layer_of_the_deployed_network():
+    """The table's prediction for a network sums one entry per layer the converted network runs: its conv /
+    linear layers in order (same shapes, bits and kernel as convert gives them), the pooling and the engine
+    call. Count-based: a fake measurement of 1 ms per layer (no timing is asserted)."""
+    from cmn_ext.nn import convert
+    from cmn_ext.nn.qat import qlayers
+    from cmn_ext.search.cost import CostTable, deployed_kernel, deployed_key
+    from cmn_ext.search.pairs import quantize_subnet
+
+    net = _tiny_net()
+    for seed in (6, 7):
+        arch = TINY.sample(random.Random(seed))
+        layers = TINY.deploy_layers(arch, 12, 1, _frame())
+        sub = quantize_subnet(net.extract(arch), TINY, arch)
+        sub.train()
+        with torch.no_grad():
+            sub(torch.randn(4, 3, 12, 12))  # calibrates the activation clips
+        _, report = convert(sub.eval())
+        q = qlayers(sub)
+        convs = [l for l in layers if l.kind not in ("call", "pool")]
+        assert [l.kind for l in layers if l.kind in ("call", "pool")] == ["call", "pool"]
+        assert len(convs) == len(q) == len(report)
+        for layer, (name, m), r in zip(convs, q, report):
+            assert r["layer"] == name
+            if layer.kind == "classifier":
+                assert (m.in_features, m.out_features) == (layer.cin, layer.cout)
+            else:
+                assert (m.in_channels, m.out_channels, m.kernel_size[0], m.stride[0]) == \
+                    (layer.cin, layer.cout, layer.k, layer.stride), name
+                assert (m.groups == m.in_channels > 1) == (layer.kind == "depthwise"), name
+            assert (m.w_quant.bits, m.a_quant.bits, m.a_quant.signed) == (layer.wbits, layer.abits, layer.signed), name
+            assert deployed_kernel(layer) == r["kernel"], name  # int8 kernel or a float layer, as convert chose
+        table = CostTable(None, "cpu", measure=lambda layer: (1.0, "fake"))
+        assert table.latency_ms(TINY, arch, 12, 1, _frame()) == len(report) + 2
+        parts = table.breakdown(TINY, arch, 12, 1, _frame())
+        searched = TINY.layer_costs(arch, 12)
+        assert parts["engine_call"] == 1 and parts["searched_on_kernels"] + parts["searched_float"] == len(searched)
+        assert parts["fixed_layers"] == 3 + 3  # stem, first block (depthwise, project); head, pool, classifier
+    # bits that run the same deployed program share an entry; a depthwise conv runs in float at any bits
+    expand = next(l for l in searched if l.kind == "expand")
+    e4, e8 = expand._replace(wbits=4, abits=4), expand._replace(wbits=8, abits=8)
+    assert deployed_key(e4) == deployed_key(e8) and deployed_kernel(e4) == "int8"
+    dw = next(l for l in searched if l.kind == "depthwise")
+    assert deployed_key(dw._replace(wbits=4)) == deployed_key(dw._replace(wbits=8)) and deployed_kernel(dw) is None
+
+
+def test_deployed_measurement_runs_each_layer_as_the_engine_does():
+    from cmn_ext.search.cost import measure_deployed
+    from cmn_ext.search.space import Layer
+
+    cases = {Layer("expand", 8, 16, 1, 1, 6, 0, 4, 4, relu=True, signed=True): "cmn.int8_conv2d",
+             Layer("project", 16, 8, 1, 1, 6, 0, 6, 8, residual=True): "cmn.int8_conv2d",
+             Layer("depthwise", 16, 16, 3, 2, 6, 0, 8, 8, relu=True): "float fake-quant",
+             Layer("classifier", 32, 10, 1, 1, 1, 0, 8, 8): "cmn.int8_conv2d",
+             Layer("pool", 32, 32, 3, 1, 3, 0, 32, 32): "torch avg pool",
+             Layer("call", 3, 3, 0, 1, 12, 0, 32, 32): "deploy engine call"}
+    for layer, want in cases.items():
+        ms, what = measure_deployed(layer, reps=1)
+        assert ms >= 0 and what.startswith(want), (layer, what)
 
 
 def test_cost_table_is_keyed_by_bits_and_measures_each_bitwidth_on_its_kernel(tmp_path):
@@ -248,7 +404,8 @@ def test_cost_table_is_keyed_by_bits_and_measures_each_bitwidth_on_its_kernel(tm
 
     from cmn_ext.search.cost import TABLE_VERSION, CostTable, kernel_for, layer_key, measure_layer
 
-    table = CostTable(str(tmp_path / "t.json"), "cpu", measure=lambda layer: measure_layer(layer, "cpu", reps=1))
+    table = CostTable(str(tmp_path / "t.json"), "cpu", measure=lambda layer: measure_layer(layer, "cpu", reps=1),
+                      mode="kernels")
     bits = [(1, 1), (2, 2), (4, 4), (4, 8), (6, 6), (8, 8), (32, 32)]
     dense = [("expand", 8, 16, 1, 1, 4, 4 * 4 * 8 * 16, w, a) for w, a in bits]
     dw = [("depthwise", 16, 16, 3, 1, 4, 4 * 4 * 16 * 9, w, a) for w, a in bits[:3]]
@@ -260,15 +417,16 @@ def test_cost_table_is_keyed_by_bits_and_measures_each_bitwidth_on_its_kernel(tm
                        "cmn.int8_conv2d", "cmn.int8_conv2d", "torch conv2d float32"]
     assert [kernel_for(l) for l in dense] == ["binary", "apot", "apot", "int8", "int8", "int8", "float"]
     assert {table.entries[layer_key(l)]["kernel"] for l in dw} == {"torch conv2d float32"}  # no low-bit depthwise
-    assert layer_key(dense[2]).endswith(":w4:a4") and layer_key(dense[5]).endswith(":w8:a8")
+    assert ":w4:a4:" in layer_key(dense[2]) and ":w8:a8:" in layer_key(dense[5])
     table.save()
     saved = json.loads((tmp_path / "t.json").read_text())
-    assert saved["version"] == TABLE_VERSION and len(saved["entries"]) == len(table.entries)
+    assert saved["version"] == TABLE_VERSION and saved["mode"] == "kernels"
+    assert len(saved["entries"]) == len(table.entries)
     # a table from before the bit-specific kernels (no version: every <= 8-bit layer timed on int8) is re-measured
     saved.pop("version")
     (tmp_path / "old.json").write_text(json.dumps(saved))
     with pytest.warns(UserWarning, match="measured again"):
-        old = CostTable(str(tmp_path / "old.json"), "cpu", measure=lambda layer: (1.0, "fake"))
+        old = CostTable(str(tmp_path / "old.json"), "cpu", measure=lambda layer: (1.0, "fake"), mode="kernels")
     assert old.entries == {} and old.layer_ms(dense[0]) == 1.0
 
 
@@ -314,12 +472,55 @@ def test_cmn_search_end_to_end(tmp_path):
     assert main(args) == 0  # continues: the supernet and pairs are reused
     final = json.loads((run / "final.json").read_text())
     for key in ("predictor_pairwise_acc", "pairs_fp", "pairs_quant", "chosen_acc", "chosen_latency_ms",
-                "baseline_8bit_acc", "baseline_8bit_latency_ms", "device"):
+                "baseline_8bit_acc", "baseline_8bit_latency_ms", "device", "latency_fields", "latency_table"):
         assert key in final
     assert final["pairs_fp"] == 16 and final["pairs_quant"] == 12
     chosen = final["candidates"]["chosen"]
     assert chosen["cost"] <= final["budget"] + 1e-9
     assert chosen["layers_on_kernels"] > 0 and chosen["deploy_argmax_agree"] >= 0.9
+    for c in final["candidates"].values():  # the table's prediction beside the measured latency, every candidate
+        assert c["table_latency_ms_batch1"] > 0 and c["deploy_latency_ms_batch1"] > 0
+        assert c["table_over_measured"] == pytest.approx(c["table_latency_ms_batch1"] / c["deploy_latency_ms_batch1"])
+        assert (c["table_layers"], c["table_layers_on_kernels"]) == (c["layers"], c["layers_on_kernels"])
+    records = torch.load(run / "supernet.pt", weights_only=False)["records"]
+    assert records[0]["kd"] is None and all(r["kd"] is not None for r in records[1:])  # distilled after 'largest'
+    assert_no_machine_paths(final, str(tmp_path))
+    assert final["plot"] in (None, "pareto.png") and (final["plot"] is None or (run / final["plot"]).exists())
+
+
+def assert_no_machine_paths(summary, *roots):
+    """No string in ``summary`` is an absolute path or contains one of ``roots``."""
+    import os
+
+    def walk(o, where):
+        if isinstance(o, dict):
+            for k, v in o.items():
+                walk(v, f"{where}.{k}")
+        elif isinstance(o, list):
+            for i, v in enumerate(o):
+                walk(v, f"{where}[{i}]")
+        elif isinstance(o, str):
+            assert not os.path.isabs(o) and not any(r in o for r in roots), f"{where} = {o!r}"
+            assert ":/" not in o, f"{where} = {o!r} (a spec with an absolute root)"
+    walk(summary, "summary")
+
+
+def test_committed_apq_results_hold_no_machine_paths():
+    import json
+    import os
+
+    path = os.path.join(os.path.dirname(__file__), "..", "benchmarks", "results", "apq_cifar10.json")
+    summary = json.load(open(path))
+    assert_no_machine_paths(summary, "/work/", "/home/", "/tmp/")
+    assert summary["plot"] == "pareto.png"
+
+
+def test_summary_names_datasets_without_their_root():
+    from cmn_ext.search.pipeline import portable_spec
+
+    assert portable_spec("imagefolder:/work/shared/data/cifar10-jpeg.tar.gz") == "imagefolder:cifar10-jpeg.tar.gz"
+    assert portable_spec("cifar10:/data/cifar/") == "cifar10:cifar"
+    assert portable_spec("digits") == "digits" and portable_spec("imagefolder:cifar10-jpeg") == "imagefolder:cifar10-jpeg"
 
 
 def test_uniform_bits_view_keeps_one_bitwidth():

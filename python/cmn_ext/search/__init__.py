@@ -3,7 +3,7 @@ evolutionary search). See docs/apq.md."""
 
 from .evolution import EvolutionConfig, EvolutionResult, evolve
 from .predictor import AccuracyPredictor, fit, pairwise_accuracy, transfer
-from .space import LAYERS_PER_BLOCK, Arch, SearchSpace, UniformBits
+from .space import LAYERS_PER_BLOCK, Arch, Frame, Layer, SearchSpace, UniformBits
 
-__all__ = ["Arch", "SearchSpace", "UniformBits", "LAYERS_PER_BLOCK", "AccuracyPredictor", "fit", "transfer", "pairwise_accuracy",
-           "EvolutionConfig", "EvolutionResult", "evolve"]
+__all__ = ["Arch", "Frame", "Layer", "SearchSpace", "UniformBits", "LAYERS_PER_BLOCK", "AccuracyPredictor", "fit",
+           "transfer", "pairwise_accuracy", "EvolutionConfig", "EvolutionResult", "evolve"]

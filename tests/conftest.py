@@ -27,3 +27,10 @@ requires_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUD
 # APoT 4-bit level grids of the papers, as integers over a common denominator (DESIGN 3.3).
 APOT_WEIGHT_LEVELS = torch.tensor([0, 1, 2, 3, 4, 6, 8, 10, -1, -2, -3, -4, -6, -8, -10, 0], dtype=torch.int32)
 APOT_ACT_LEVELS = torch.tensor([0, 1, 2, 3, 4, 6, 8, 9, 12, 16, 18, 24, 32, 33, 36, 48], dtype=torch.int32)
+
+
+def pytest_configure(config):
+    # helpers.over_backends / over_cases mark every op test with the backend it runs on: pytest -m triton
+    for name, what in (("cpu", "the C++ CPU kernels"), ("cuda", "the CUDA C++ kernels"),
+                       ("triton", "the Triton kernels (torch.ops.cmn.<op>_triton)")):
+        config.addinivalue_line("markers", f"{name}: an op test run on {what}")

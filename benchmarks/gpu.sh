@@ -12,28 +12,15 @@
 # Writes $OUT/device.txt, build.log, tests.log, bench.log and the merged $OUT/<device>.{json,md} (commit these
 # two under benchmarks/results/). GPU_SH_FAMILIES picks benchmark families (default all three).
 set -uo pipefail
-# the image's python3 (the one with torch) first on PATH: its pip, not a system pip without scikit-build-core
-PATH="$(dirname "$(command -v python3)"):$PATH"
-python() { command python3 "$@"; }  # "python" may be missing or another interpreter there
 cd "$(dirname "$0")/.."
+source benchmarks/device_build.sh
 
 OUT=${OUT:-benchmarks/results}
 mkdir -p "$OUT"
 TMP=$(mktemp -d)  # logs and per-family parts; only the merged files go to $OUT (the device returns 8 files)
-export CMAKE_BUILD_PARALLEL_LEVEL=${CMAKE_BUILD_PARALLEL_LEVEL:-$(nproc)}
-export TORCH_CUDA_ARCH_LIST=${TORCH_CUDA_ARCH_LIST:-9.0a}
 nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader | tee "$OUT/device.txt"
-
-# The GPU image sets CXX to its own /opt/gcc; build with the system compilers, the ones its libstdc++ belongs to.
-# (A CUDA build there still segfaulted on integer error messages: docs/kernels.md "Known problem on the GPU image".)
-if [[ -x /usr/bin/g++ && -x /usr/bin/gcc ]]; then export CC=/usr/bin/gcc CXX=/usr/bin/g++; fi
-echo "[gpu.sh] build"
 start=$SECONDS
-if ! python -m pip install --no-build-isolation --no-deps -e . > "$OUT/build.log" 2>&1; then
-  tail -60 "$OUT/build.log"; exit 1
-fi
-python -c 'import cmn_ext, json; print(json.dumps(cmn_ext.build_info()))' | tee -a "$OUT/build.log"
-echo "[gpu.sh] built in $((SECONDS - start)) s"
+device_build "$OUT/build.log" || exit 1
 
 # Each stage has its own time limit so that one slow or hanging stage still leaves the others' results under
 # $OUT (a device call is limited to 10 minutes). A kernel fault poisons the CUDA context of its process, so the
@@ -48,9 +35,10 @@ run_tests() {  # name, limit (s), pytest arguments...
   tail -3 "$TMP/tests_$name.log"
   { echo "===== tests $name"; cat "$TMP/tests_$name.log"; } >> "$OUT/tests.log"
 }
-[[ $STAGES == *cuda* ]] && run_tests cuda 200 tests/test_cuda.py tests/test_errors.py
+OPS=(tests/test_op_pack.py tests/test_op_binary_conv2d.py tests/test_op_int8_conv2d.py tests/test_op_apot.py)
+[[ $STAGES == *cuda* ]] && run_tests cuda 200 "${OPS[@]}" tests/test_errors.py tests/test_build.py -m "not triton"
 [[ $STAGES == *engine* ]] && run_tests engine 150 tests/test_engine.py tests/test_epilogue.py -k "cuda"
-[[ $STAGES == *triton* ]] && run_tests triton 150 tests/test_triton.py
+[[ $STAGES == *triton* ]] && run_tests triton 150 "${OPS[@]}" -m triton
 [[ $STAGES == *opcheck* ]] && run_tests opcheck 90 tests/test_opcheck.py -k "cuda or triton"
 if [[ $STAGES == *deploy* ]]; then
   echo "[gpu.sh] deploy benchmark"

@@ -222,7 +222,7 @@ def test_distillation_term_comes_from_a_frozen_teacher():
 
     net = _tiny_net()
     teacher = make_teacher(net)
-    assert not any(p.requires_grad for p in teacher.parameters())
+    assert not any(p.requires_grad for p in teacher.parameters()) and not teacher.training
     assert teacher.active.to_dict() == TINY.largest().to_dict()
     small = TINY.sample(random.Random(1), quantized=False)
     small.depths = [1, 1]
@@ -256,7 +256,7 @@ def test_train_supernet_distills_in_the_shrinking_phases(monkeypatch):
 
     def spy(net):
         t = real(net)
-        made.append((t, {k: v.clone() for k, v in t.named_parameters()}))
+        made.append((t, {k: v.clone() for k, v in t.state_dict().items()}))
         return t
     monkeypatch.setattr(sn, "make_teacher", spy)
     torch.manual_seed(0)
@@ -266,7 +266,8 @@ def test_train_supernet_distills_in_the_shrinking_phases(monkeypatch):
                                 progress=False)
     assert len(made) == 1  # one teacher, made after the largest phase
     teacher, before = made[0]
-    assert all(torch.equal(p, before[k]) for k, p in teacher.named_parameters())  # frozen: never updated
+    assert all(torch.equal(v, before[k]) for k, v in teacher.state_dict().items())  # frozen, BN statistics too
+    assert not teacher.training
     assert [r["phase"] for r in records] == ["largest", "kernel", "expand"]
     assert records[0]["kd"] is None and records[1]["kd"] > 0 and records[2]["kd"] > 0
     made.clear()

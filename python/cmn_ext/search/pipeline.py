@@ -92,6 +92,7 @@ class Search:
         if self._net is not None:
             return self._net
         ss = self.sc.supernet
+        torch.manual_seed(self.cfg.train.seed)  # the initial weights and the augmentation: one run, one supernet
         net = ElasticMobileNetV2(self.space, self.data.num_classes, in_channels=int(self.data.input_size[0]),
                                  stem_stride=self.stem_stride, last_channels=ss.last_channels)
         path = self.path("supernet.pt")
@@ -101,7 +102,8 @@ class Search:
         else:
             records = train_supernet(net, self.loader(), epochs=ss.epochs.to_dict(), lr=ss.lr,
                                      kd_weight=ss.kd_weight, kd_temperature=ss.kd_temperature,
-                                     device=self.device, progress=self.progress, log=runner.log)
+                                     device=self.device, seed=self.cfg.train.seed, progress=self.progress,
+                                     log=runner.log)
             # every sampled sub-network updated the shared BN statistics: re-estimate them for the largest first
             acc = pairs_mod.measure(net, self.space.largest(), self.loader(train=False), self.data.val,
                                     calib_batches=self.sc.pairs.calib_batches, device=self.device)

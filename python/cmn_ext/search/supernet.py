@@ -12,7 +12,9 @@ kernel sizes, channel numbers and depths ... and use it as a teacher to progress
 sub-networks". After the 'largest' phase a frozen copy of the supernet (its largest sub-network) is the teacher;
 in the kernel, depth and expand phases each step's loss is cross-entropy on the labels plus ``kd_weight`` x the
 cross-entropy between the teacher's soft outputs and the sub-network's (OFA's code: kd_ratio 1.0, kd_type "ce",
-softmax at temperature 1, the teacher run in train mode under no_grad)."""
+softmax at temperature 1). The copy is frozen entirely: no gradient, and eval mode (its BN running statistics, no
+dropout); OFA's code runs its teacher in train mode (batch statistics, dropout), which on the digits default gave
+worse sub-networks than no distillation (docs/apq.md)."""
 
 from __future__ import annotations
 
@@ -191,10 +193,11 @@ def distill_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor, tem
 
 
 def make_teacher(net: "ElasticMobileNetV2") -> "ElasticMobileNetV2":
-    """A frozen copy of ``net``'s largest sub-network: no parameter takes a gradient or an optimizer step."""
+    """A frozen copy of ``net``'s largest sub-network: no parameter takes a gradient or an optimizer step, and it
+    runs in eval mode (BN running statistics, no dropout)."""
     teacher = copy.deepcopy(net)
     teacher.set_active(teacher.space.largest())
-    return teacher.requires_grad_(False)
+    return teacher.requires_grad_(False).eval()
 
 
 def shrink_step_loss(net, x, y, teacher=None, kd_weight: float = 1.0, temperature: float = 1.0):
@@ -205,7 +208,7 @@ def shrink_step_loss(net, x, y, teacher=None, kd_weight: float = 1.0, temperatur
     loss = F.cross_entropy(out, y)
     if teacher is None or kd_weight <= 0:
         return loss, None
-    teacher.train()  # OFA runs its teacher in train mode (batch statistics), without gradient
+    teacher.eval()  # frozen, BN statistics included (OFA's code uses train mode; see the module docstring)
     with torch.no_grad():
         soft = teacher(x)
     kd = distill_loss(out, soft, temperature)

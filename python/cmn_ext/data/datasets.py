@@ -4,13 +4,13 @@ import dataclasses
 import os
 import tarfile
 
+import warnings
+
 import torch
 import torch.nn.functional as F
 from torch.utils.data import DataLoader, Dataset, Subset
 
-# The statistics the pretrained CIFAR ResNets were trained with (see ../shared/README.md).
-MEAN = (0.485, 0.456, 0.406)
-STD = (0.229, 0.224, 0.225)
+from .tensors import MEAN, STD, TensorImages
 
 
 @dataclasses.dataclass
@@ -36,28 +36,6 @@ def data_home() -> str:
     return os.environ.get("CMN_DATA", os.path.join(os.path.expanduser("~"), ".cache", "cmn_ext", "data"))
 
 
-class TensorImages(Dataset):
-    """Normalised image tensors [N, C, H, W] + labels, with optional pad-and-crop / flip augmentation."""
-
-    def __init__(self, images: torch.Tensor, labels: torch.Tensor, augment: bool, flip: bool, pad: int = 4):
-        self.images, self.labels = images, labels
-        self.augment, self.flip, self.pad = augment, flip, pad
-
-    def __len__(self):
-        return len(self.labels)
-
-    def __getitem__(self, i):
-        x = self.images[i]
-        if self.augment:
-            h, w = x.shape[-2:]
-            x = F.pad(x, (self.pad,) * 4)
-            dy, dx = torch.randint(0, 2 * self.pad + 1, (2,)).tolist()
-            x = x[:, dy:dy + h, dx:dx + w]
-            if self.flip and torch.rand(()) < 0.5:
-                x = x.flip(-1)
-        return x, int(self.labels[i])
-
-
 def _digits(augment: bool, seed: int, size: int = 32, test_fraction: float = 0.2):
     try:
         from sklearn.datasets import load_digits
@@ -72,12 +50,13 @@ def _digits(augment: bool, seed: int, size: int = 32, test_fraction: float = 0.2
     perm = torch.randperm(len(y), generator=torch.Generator().manual_seed(seed))
     n_test = int(round(len(y) * test_fraction))
     test_idx, train_idx = perm[:n_test], perm[n_test:]
-    # Digits are not mirror-symmetric: translation only.
+    # Held normalised, [N, H, W, C]; padding adds the normalised zero. Digits are not mirror-symmetric:
+    # translation only.
+    x = x.permute(0, 2, 3, 1).contiguous()
     pad = max(1, size // 8)
-    train = TensorImages(x[train_idx], y[train_idx], augment=augment, flip=False, pad=pad)
-    train_eval = TensorImages(x[train_idx], y[train_idx], augment=False, flip=False)
-    test = TensorImages(x[test_idx], y[test_idx], augment=False, flip=False)
-    return train, train_eval, test, 10, (3, size, size)
+    train_eval = TensorImages(x[train_idx], y[train_idx], augment=False, flip=False, pad=pad, mean=None, std=None)
+    test = TensorImages(x[test_idx], y[test_idx], augment=False, flip=False, pad=pad, mean=None, std=None)
+    return train_eval.view(augment=augment), train_eval, test, 10, (3, size, size)
 
 
 def _vision():
@@ -100,17 +79,25 @@ def _transforms(size: int, augment: bool):
     return T.Compose([T.Resize(int(size * 256 / 224)), T.CenterCrop(size)] + norm)
 
 
-def _cifar(which: str, root: str | None, augment: bool, download: bool):
+def _cifar(which: str, root: str | None, augment: bool, download: bool, tensors: bool = True):
     tv, _ = _vision()
     cls = tv.datasets.CIFAR10 if which == "cifar10" else tv.datasets.CIFAR100
     root = root or data_home()
+    classes = 10 if which == "cifar10" else 100
     try:
-        make = lambda train, aug: cls(root, train=train, transform=_transforms(32, aug), download=download)  # noqa: E731
-        train, train_eval, test = make(True, augment), make(True, False), make(False, False)
+        if tensors:  # torchvision keeps the split decoded (uint8 [N, 32, 32, 3]): hold it as tensors
+            make = lambda train: cls(root, train=train, download=download)  # noqa: E731
+            tr, te = make(True), make(False)
+        else:
+            make = lambda train, aug: cls(root, train=train, transform=_transforms(32, aug), download=download)  # noqa: E731
+            return make(True, augment), make(True, False), make(False, False), classes, (3, 32, 32)
     except RuntimeError as e:
         raise RuntimeError(f"{which}: not found under {root!r} and could not be downloaded ({e}); pass "
                            f"{which}:<root> pointing at an existing copy") from e
-    return train, train_eval, test, 10 if which == "cifar10" else 100, (3, 32, 32)
+    as_tensors = lambda ds: TensorImages(torch.from_numpy(ds.data).contiguous(),  # noqa: E731
+                                         torch.as_tensor(ds.targets, dtype=torch.int64), pad=4, flip=True)
+    train_eval, test = as_tensors(tr), as_tensors(te)
+    return train_eval.view(augment=augment), train_eval, test, classes, (3, 32, 32)
 
 
 def _extract_once(archive: str) -> str:
@@ -156,7 +143,29 @@ def _verify_images(root: str, paths: list[str]) -> None:
     open(marker, "w").close()
 
 
-def _imagefolder(root: str, augment: bool, image_size: int | None):
+def _imagefolder_tensors(root: str, test_dir: str, augment: bool, size: int):
+    """A CIFAR-style ImageFolder (images of ``size`` x ``size``, at most 64) as TensorImages, from the decoded
+    cache (see ``cache.py``); None when an image has another size (the per-sample path then applies)."""
+    from torchvision.datasets import ImageFolder
+
+    from .cache import NotUniform, cached_split
+
+    train_f, test_f = ImageFolder(os.path.join(root, "train")), ImageFolder(test_dir)
+    if train_f.classes != test_f.classes:
+        raise ValueError(f"imagefolder: train and test class folders differ under {root}")
+    try:
+        tr_x, tr_y, _ = cached_split(train_f.root, train_f.samples, size, name="train")
+        te_x, te_y, _ = cached_split(test_f.root, test_f.samples, size, name=os.path.basename(test_dir))
+    except NotUniform as e:
+        warnings.warn(f"imagefolder: {e}: decoding per sample instead of holding the split as tensors",
+                      stacklevel=3)
+        return None
+    train_eval = TensorImages(tr_x, tr_y, pad=4, flip=True)
+    test = TensorImages(te_x, te_y, pad=4, flip=True)
+    return train_eval.view(augment=augment), train_eval, test, len(train_f.classes), (3, size, size)
+
+
+def _imagefolder(root: str, augment: bool, image_size: int | None, tensors: bool = True):
     tv, _ = _vision()
     if root.endswith((".tar.gz", ".tgz", ".tar")):
         if not os.path.isfile(root):
@@ -175,6 +184,10 @@ def _imagefolder(root: str, augment: bool, image_size: int | None):
 
         with Image.open(probe.samples[0][0]) as im:
             image_size = 32 if max(im.size) <= 64 else 224
+    if tensors and image_size <= 64:
+        held = _imagefolder_tensors(root, test_dir, augment, image_size)
+        if held is not None:
+            return held
     train = tv.datasets.ImageFolder(os.path.join(root, "train"), transform=_transforms(image_size, augment))
     train_eval = tv.datasets.ImageFolder(os.path.join(root, "train"), transform=_transforms(image_size, False))
     test = tv.datasets.ImageFolder(test_dir, transform=_transforms(image_size, False))
@@ -191,22 +204,28 @@ def _subset(ds, n: int | None, seed: int):
 
 
 def build_datasets(spec: str = "digits", *, val_fraction: float = 0.1, seed: int = 0, augment: bool = True,
-                   download: bool = False, image_size: int | None = None, limit: dict | int | None = None
-                   ) -> DatasetBundle:
+                   download: bool = False, image_size: int | None = None, limit: dict | int | None = None,
+                   tensors: bool = True) -> DatasetBundle:
     """Train / val / test datasets for ``spec``. The validation split is ``val_fraction`` of train, drawn with
     ``seed``, and uses the evaluation transforms. ``limit`` caps the size of each split (an int for all, or
-    ``{"train": n, "val": n, "test": n}``) with a seeded random subset, for quick runs."""
+    ``{"train": n, "val": n, "test": n}``) with a seeded random subset, for quick runs.
+
+    ``tensors`` (default): every split is a ``TensorImages`` (or a ``Subset`` of one) that the trainer's fast
+    path loads whole onto the device: digits and torchvision CIFAR as they are, CIFAR-style ImageFolders (images
+    of at most 64x64) decoded once into the on-disk cache. ``tensors=False``, and ImageNet-style ImageFolders
+    (their random resized crop needs the full-size image), give the torchvision per-sample datasets, decoded
+    and transformed on every access."""
     if not 0 <= val_fraction < 1:
         raise ValueError(f"build_datasets: 'val_fraction' expected in [0, 1), got {val_fraction}")
     name, _, arg = spec.partition(":")
     if name == "digits":
         train, train_eval, test, classes, size = _digits(augment, seed, image_size or 32)
     elif name in ("cifar10", "cifar100"):
-        train, train_eval, test, classes, size = _cifar(name, arg or None, augment, download)
+        train, train_eval, test, classes, size = _cifar(name, arg or None, augment, download, tensors)
     elif name == "imagefolder":
         if not arg:
             raise ValueError("build_datasets: 'imagefolder' needs a root, as imagefolder:<root>")
-        train, train_eval, test, classes, size = _imagefolder(arg, augment, image_size)
+        train, train_eval, test, classes, size = _imagefolder(arg, augment, image_size, tensors)
     else:
         raise ValueError(f"build_datasets: unknown dataset {spec!r}; expected digits, cifar10[:root], "
                          "cifar100[:root] or imagefolder:<root>")

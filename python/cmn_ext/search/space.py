@@ -258,23 +258,22 @@ class SearchSpace:
         the stem conv, the first block (depthwise + project, 8-bit), the searched layers (``layer_costs``), the
         head conv, the global average pool and the classifier; bits as ``pairs.quantize_subnet`` sets them."""
         fb = FIXED_BITS if arch.quantized else 32
-        stem, first, last = self.stem_channels, self.first_block_channels, self.stages[-1][0]
+        cin, stem, first, last = frame.in_channels, self.stem_channels, self.first_block_channels, self.stages[-1][0]
+        head, classes = frame.last_channels, frame.num_classes
         s0 = _out(resolution, stem_stride)
         searched = self.layer_costs(arch, resolution, stem_stride)
         size = searched[-1].size  # the last project conv's (stride 1) input size: the head's
-        return ([Layer("call", frame.in_channels, frame.in_channels, 0, 1, resolution, 0, 32, 32),
-                 Layer("stem", frame.in_channels, stem, 3, stem_stride, resolution, s0 * s0 * frame.in_channels * stem * 9,
-                       fb, fb, relu=True, signed=True),
+        return ([Layer("call", cin, cin, 0, 1, resolution, 0, 32, 32),
+                 Layer("stem", cin, stem, 3, stem_stride, resolution, s0 * s0 * cin * stem * 9, fb, fb, relu=True,
+                       signed=True),
                  Layer("depthwise", stem, stem, 3, 1, s0, s0 * s0 * stem * 9, fb, fb, relu=True, signed=True),
                  Layer("project", stem, first, 1, 1, s0, s0 * s0 * stem * first, fb, fb, residual=stem == first,
                        signed=True)]
                 + searched
-                + [Layer("head", last, frame.last_channels, 1, 1, size, size * size * last * frame.last_channels, fb, fb,
-                         relu=True, signed=True),
-                   Layer("pool", frame.last_channels, frame.last_channels, size, 1, size, 0, 32, 32),
+                + [Layer("head", last, head, 1, 1, size, size * size * last * head, fb, fb, relu=True, signed=True),
+                   Layer("pool", head, head, size, 1, size, 0, 32, 32),
                    # the classifier is quantize_model's "last" layer: its 8-bit input quantizer is unsigned
-                   Layer("classifier", frame.last_channels, frame.num_classes, 1, 1, 1,
-                         frame.last_channels * frame.num_classes, fb, fb)])
+                   Layer("classifier", head, classes, 1, 1, 1, head * classes, fb, fb)])
 
     def bops(self, arch: "Arch", resolution: int = 32, stem_stride: int = 1) -> float:
         """Bit operations of the searched layers: sum of MACs x w_bits x a_bits (the cost proxy)."""

@@ -40,9 +40,9 @@ if [[ -n ${REPRO_DRY_RUN:-} ]]; then
                compress.ppq.prune_epochs=2 compress.ppq.qat.epochs=1) ;;
     spq) ARGS=(compress --method spq configs/repro_gpu_spq.yaml "${DATA[@]}" compress.baseline.epochs=1
                compress.spq.epochs=1) ;;
-    apq) ARGS=(search python/cmn_ext/search/default.yaml "data.limit={train: 96, val: 48, test: 48}"
-               "search.supernet.epochs={largest: 1, kernel: 1, depth: 1, expand: 1}" search.pairs.fp=12
-               search.pairs.quant=12 search.pairs.finetune_steps=1 search.predictor.epochs=5
+    apq) ARGS=(search python/cmn_ext/search/default.yaml "data.limit={train: 96, val: 96, test: 48}"
+               "search.supernet.epochs={largest: 1, kernel: 1, depth: 1, expand: 1}" search.pairs.fp=24
+               search.pairs.quant=20 search.pairs.finetune_steps=1 search.predictor.epochs=5
                search.predictor.transfer_epochs=5 "search.predictor.budgets=[6]" search.evolution.generations=2
                search.evolution.population=8 search.evolution.parents=2 search.evolution.mutations=3
                search.evolution.crossovers=3 search.finalize.finetune_epochs=0 search.finalize.latency_reps=2

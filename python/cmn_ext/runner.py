@@ -58,10 +58,6 @@ def build_float(cfg: RunConfig, num_classes: int):
     return model
 
 
-def needs_qat_layers(cfg: RunConfig) -> bool:
-    return cfg.needs_qat_layers()
-
-
 def run_dir_of(cfg: RunConfig) -> str:
     if cfg.run_dir:
         return cfg.run_dir

@@ -62,8 +62,7 @@ class Algorithm1:
         self.run_dir, self.device, self.progress = run_dir, device, progress
         self.recall, self.prune = percent_grid(recall), percent_grid(prune)
         self.span, self.method, self.exclude = int(span), method, list(exclude)
-        self.finetune = finetune if isinstance(finetune, TrainConfig) else TrainConfig.from_dict(
-            finetune or {"epochs": 1})
+        self.finetune = TrainConfig.from_dict(finetune or {"epochs": 1})
         self.input_size = input_size or data.input_size
         for p in self.lo.parameters():
             p.requires_grad_(False)  # the binary net is frozen during the search

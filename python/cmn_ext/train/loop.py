@@ -105,7 +105,7 @@ class Trainer:
 
     def __init__(self, model: nn.Module, data, cfg: TrainConfig | dict, run_dir: str | None = None, *, pruner=None,
                  device=None, progress: bool = True, resume: bool = False, record: dict | None = None):
-        self.cfg = cfg if isinstance(cfg, TrainConfig) else TrainConfig.from_dict(cfg)  # checked: bad keys name themselves
+        self.cfg = TrainConfig.from_dict(cfg)  # as given, or built and checked from a mapping
         self.record = record  # saved in every checkpoint (the full experiment config, to rebuild the model)
         self.epochs = self.cfg.epochs
         self.device = torch.device(device) if device is not None else ddp.default_device()

@@ -3,6 +3,8 @@ better validation accuracy)."""
 
 import torch
 
+from ..config import TrainConfig
+
 
 class PlateauDecay:
     """Multiply every learning rate by ``factor`` once ``patience`` consecutive epochs passed without the
@@ -33,15 +35,9 @@ class PlateauDecay:
         self.best, self.bad = float(state["best"]), int(state["bad"])
 
 
-def _typed(cfg):
-    from ..config import TrainConfig
-
-    return cfg if isinstance(cfg, TrainConfig) else TrainConfig.from_dict(cfg)
-
-
 def make_optimizer(params, cfg):
     """SGD (momentum, nesterov) or Adam from a ``TrainConfig`` (or a mapping of its keys)."""
-    cfg = _typed(cfg)
+    cfg = TrainConfig.from_dict(cfg)  # as given, or built and checked from a mapping
     if cfg.optimizer == "sgd":
         return torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay,
                                nesterov=cfg.nesterov)
@@ -51,7 +47,7 @@ def make_optimizer(params, cfg):
 def make_schedule(optimizer, cfg, epochs: int):
     """``cfg.schedule``: "multistep" (``milestones``, ``gamma``), "plateau" (``factor``, ``patience``), "cosine",
     or "none". Returns (scheduler or None, whether step() takes the metric)."""
-    cfg = _typed(cfg)
+    cfg = TrainConfig.from_dict(cfg)  # as given, or built and checked from a mapping
     if cfg.schedule == "multistep":
         # Default: at 1/2 and 3/4 of the run; a short run keeps the distinct ones after epoch 0 (never lr/100
         # from the start).
